@@ -1,0 +1,20 @@
+"""optimkit: composable, reference-exact gradient transformations for JAX.
+
+Every name here is an optax `GradientTransformation` (or a helper around one): use it in
+`optax.chain`, `flax.nnx.Optimizer(model, tx, wrt=nnx.Param)` or a Flax Linen `TrainState`.
+"""
+
+from optimkit._checks import TreeMismatchError
+from optimkit.hyperparams import inject_hyperparams
+from optimkit.optimizers import (
+    adafactor, adagrad, adam, adamw, lamb, lars, lion, rmsprop, schedule_free_adamw,
+    schedule_free_sgd, sgd, sophia)
+from optimkit.transforms import (
+    AdaGradState, AdamState, FactoredRMSState, MomentumState, RelativeStepState, RMSPropState,
+    ScheduleFreeState, SignMomentumState, SkipNonFiniteState, SophiaState, TrustRatioState,
+    gauss_newton_bartlett, hutchinson, scale_by_adagrad, scale_by_adam, scale_by_factored_rms,
+    scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,
+    scale_by_sophia, scale_by_trust_ratio, schedule_free, schedule_free_eval_params,
+    skip_nonfinite, weight_decay_mask)
+
+__version__ = "0.1.0"

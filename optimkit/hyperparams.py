@@ -1,0 +1,124 @@
+"""Hyperparameters as data: learning rate, betas, weight decay ... live in the optimizer state
+as arrays, so a jitted training step compiles once and they can be changed between steps:
+
+    state.hyperparams["learning_rate"] = jnp.asarray(3e-4)   # no recompilation
+
+The state is optax's own `InjectStatefulHyperparamsState`, so code written for
+`optax.inject_hyperparams` works unchanged. What optax gets wrong and this module fixes: optax
+stores float hyperparameters in the *highest dtype of the params*, so a model with only
+bfloat16 params gets b2 = 0.999 rounded to 1.0 (bfloat16 has 8 bits of mantissa) and Adam's
+second moment stops updating. Here floats are stored in at least float32 (float64 when the
+params hold float64).
+
+Every full optimizer in `optimkit.optimizers` is built through `inject_hyperparams`, and its
+update also checks that the gradient tree matches the parameter tree, naming the first path
+where they differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optimkit import _checks
+
+HyperparamsState = optax.InjectStatefulHyperparamsState
+
+
+def _float_dtype(params: Any) -> jnp.dtype:
+  dtype = jnp.dtype(jnp.float32)
+  for leaf in jax.tree.leaves(params):
+    if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
+      dtype = jnp.promote_types(dtype, leaf.dtype)
+  return dtype
+
+
+def _as_array(value: Any, float_dtype: jnp.dtype) -> jax.Array:
+  array = jnp.asarray(value)
+  if jnp.issubdtype(array.dtype, jnp.floating):
+    return array.astype(float_dtype)
+  return array
+
+
+def inject_hyperparams(
+    factory: Callable[..., optax.GradientTransformation],
+    static_args: Iterable[str] = (),
+) -> Callable[..., optax.GradientTransformationExtraArgs]:
+  """Wraps `factory` so that its numeric and schedule arguments become state.
+
+  Numeric arguments (floats, ints, arrays; not bools) are stored in `state.hyperparams`.
+  Callable arguments are schedules of the step count, evaluated every step and their current
+  value stored too (for logging). Arguments named in `static_args`, bools, strings, None and
+  other objects are passed to the factory unchanged.
+  """
+  static = set(static_args)
+  signature = inspect.signature(factory)
+  unknown = static - set(signature.parameters)
+  if unknown:
+    raise ValueError(f"inject_hyperparams: static_args {sorted(unknown)} are not arguments of "
+                     f"{factory.__name__}")
+
+  def wrapped(*args, **kwargs) -> optax.GradientTransformationExtraArgs:
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    numeric, schedules, other = {}, {}, {}
+    for name, value in bound.arguments.items():
+      if name in static or isinstance(value, (bool, str)) or value is None:
+        other[name] = value
+      elif callable(value):
+        schedules[name] = value
+      elif isinstance(value, (int, float, np.ndarray, jax.Array, np.number)):
+        numeric[name] = value
+      else:
+        other[name] = value
+
+    def init_fn(params):
+      dtype = _float_dtype(params)
+      count = jnp.zeros([], jnp.int32)
+      hyperparams = {name: _as_array(value, dtype) for name, value in numeric.items()}
+      hyperparams.update(
+          {name: _as_array(fn(count), dtype) for name, fn in schedules.items()})
+      return HyperparamsState(
+          count=count,
+          hyperparams=hyperparams,
+          hyperparams_states={},
+          inner_state=factory(**other, **hyperparams).init(params),
+      )
+
+    def update_fn(updates, state, params=None, **extra_args):
+      dtype = _float_dtype(params if params is not None else updates)
+      hyperparams = {name: _as_array(value, dtype) for name, value in state.hyperparams.items()}
+      hyperparams.update(
+          {name: _as_array(fn(state.count), dtype) for name, fn in schedules.items()})
+      inner = optax.with_extra_args_support(factory(**other, **hyperparams))
+      updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+      return updates, HyperparamsState(
+          count=optax.safe_increment(state.count),
+          hyperparams=hyperparams,
+          hyperparams_states=state.hyperparams_states,
+          inner_state=inner_state,
+      )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+  wrapped.__name__ = factory.__name__
+  wrapped.__doc__ = factory.__doc__
+  return wrapped
+
+
+def with_tree_check(
+    owner: str, transform: optax.GradientTransformation
+) -> optax.GradientTransformationExtraArgs:
+  """`transform` whose update first checks the gradient tree against the parameter tree."""
+  transform = optax.with_extra_args_support(transform)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    _checks.check_trees_match(owner, updates, params)
+    return transform.update(updates, state, params, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(transform.init, update_fn)

@@ -1,0 +1,416 @@
+"""Full optimizers: short, visible chains of the primitives in `optimkit.transforms`.
+
+Every optimizer here
+  - takes a float or a schedule (step -> value) as learning rate;
+  - keeps its numeric hyperparameters in the state (`state.hyperparams[...]`), so they can be
+    changed between steps of a jitted loop without recompiling (see `optimkit.hyperparams`);
+  - applies weight decay decoupled from the gradient statistics, with an optional `mask`
+    (a tree of bools or a callable params -> tree; `optimkit.weight_decay_mask` excludes biases
+    and normalisation scales);
+  - raises ValueError at construction for an invalid hyperparameter, and at the first update
+    for a gradient tree that does not match the parameters, naming the first differing path.
+
+Argument names follow optax wherever the concept is the same, so switching is one import.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import jax
+import optax
+
+from optimkit import _checks
+from optimkit.hyperparams import inject_hyperparams, with_tree_check
+from optimkit.transforms.factored import scale_by_factored_rms, scale_by_relative_step_size
+from optimkit.transforms.hessian import HessianEstimator, scale_by_sophia
+from optimkit.transforms.moments import (
+    scale_by_adagrad, scale_by_adam, scale_by_momentum, scale_by_rms)
+from optimkit.transforms.schedule_free import schedule_free
+from optimkit.transforms.sign_momentum import scale_by_sign_momentum
+from optimkit.transforms.trust_ratio import StackDims, scale_by_trust_ratio
+
+ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
+Mask = Union[Any, Callable[[Any], Any], None]
+
+
+def _build(owner: str, factory: Callable[..., optax.GradientTransformation],
+           static_args: tuple[str, ...], **arguments) -> optax.GradientTransformationExtraArgs:
+  """Validates, then wraps `factory` with hyperparameters-as-data and the tree check."""
+  _checks.validate(owner, **arguments)
+  # Build once now so the primitives' own checks run at construction; schedules are checked
+  # through their value at step 0.
+  factory(**{name: value(0) if callable(value) and name not in static_args else value
+             for name, value in arguments.items()})
+  injected = inject_hyperparams(factory, static_args=static_args)(**arguments)
+  return with_tree_check(owner, injected)
+
+
+def _decay(weight_decay: Any, mask: Mask) -> optax.GradientTransformation:
+  return optax.add_decayed_weights(weight_decay, mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Classic family.
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """SGD with optional heavy-ball or Nesterov momentum and decoupled weight decay (SGDW).
+
+      v <- momentum v + g;  w <- w - lr (v + wd w)   (Nesterov: g + momentum v in place of v)
+
+  Reference: torch.optim.SGD (no decay; PyTorch's decay is coupled L2), torch-optimi SGD with
+  `decouple_wd=True` (with decay).
+  """
+
+  def factory(learning_rate, momentum, nesterov, weight_decay, mask):
+    parts = []
+    if momentum is not None:
+      parts.append(scale_by_momentum(momentum, nesterov))
+    parts += [_decay(weight_decay, mask), optax.scale_by_learning_rate(learning_rate)]
+    return optax.chain(*parts)
+
+  return _build("sgd", factory, ("mask",), learning_rate=learning_rate, momentum=momentum,
+                nesterov=nesterov, weight_decay=weight_decay, mask=mask)
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    initial_accumulator_value: float = 0.1,
+    eps: float = 1e-7,
+    eps_in_sqrt: bool = True,
+    weight_decay: float = 0.0,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdaGrad (Duchi et al. 2011): w <- w - lr (g / sqrt(sum g^2 + eps) + wd w).
+
+  Defaults are optax's; `initial_accumulator_value=0, eps=1e-10, eps_in_sqrt=False` is
+  torch.optim.Adagrad. Reference: both.
+  """
+
+  def factory(learning_rate, initial_accumulator_value, eps, eps_in_sqrt, weight_decay, mask):
+    return optax.chain(
+        scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt),
+        _decay(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+  return _build("adagrad", factory, ("mask",), learning_rate=learning_rate,
+                initial_accumulator_value=initial_accumulator_value, eps=eps,
+                eps_in_sqrt=eps_in_sqrt, weight_decay=weight_decay, mask=mask)
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """RMSprop (Hinton 2012), optionally centered and with momentum; see `scale_by_rms`.
+
+  Defaults are optax's; `decay=0.99, eps_in_sqrt=False` is torch.optim.RMSprop. Reference: both.
+  """
+
+  def factory(learning_rate, decay, eps, initial_scale, eps_in_sqrt, centered, momentum,
+              nesterov, weight_decay, mask):
+    return optax.chain(
+        scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, centered, momentum or 0.0,
+                     nesterov),
+        _decay(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+  # momentum decides whether a buffer exists, so it is structural (static), as in optax.
+  return _build("rmsprop", factory, ("mask", "momentum"), learning_rate=learning_rate,
+                decay=decay, eps=eps, initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt,
+                centered=centered, momentum=momentum, nesterov=nesterov,
+                weight_decay=weight_decay, mask=mask)
+
+
+def adam(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+  """Adam (Kingma & Ba 2015). Reference: torch.optim.Adam, optax.adam."""
+
+  def factory(learning_rate, b1, b2, eps, eps_root):
+    return optax.chain(scale_by_adam(b1, b2, eps, eps_root),
+                       optax.scale_by_learning_rate(learning_rate))
+
+  return _build("adam", factory, (), learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
+                eps_root=eps_root)
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    weight_decay: float = 1e-4,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdamW (Loshchilov & Hutter 2019): w <- w - lr (m_hat / (sqrt(v_hat) + eps) + wd w).
+
+  Default weight decay 1e-4 is optax's (PyTorch's is 1e-2). Reference: torch.optim.AdamW,
+  optax.adamw.
+  """
+
+  def factory(learning_rate, b1, b2, eps, eps_root, weight_decay, mask):
+    return optax.chain(
+        scale_by_adam(b1, b2, eps, eps_root),
+        _decay(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+  return _build("adamw", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
+                eps=eps, eps_root=eps_root, weight_decay=weight_decay, mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# The five primitives as optimizers.
+
+
+def lion(
+    learning_rate: ScalarOrSchedule = 1e-4,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    weight_decay: float = 1e-3,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Lion (Chen et al. 2023): w <- w - lr (sign(b1 m + (1 - b1) g) + wd w).
+
+  Reference: lion-pytorch, optax.lion. Default weight decay is optax's.
+  """
+
+  def factory(learning_rate, b1, b2, weight_decay, mask):
+    return optax.chain(
+        scale_by_sign_momentum(b1, b2),
+        _decay(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+  return _build("lion", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
+                weight_decay=weight_decay, mask=mask)
+
+
+def adafactor(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    min_dim_size_to_factor: int = 128,
+    decay_rate: float = 0.8,
+    decay_offset: int = 0,
+    multiply_by_parameter_scale: bool = True,
+    clipping_threshold: float | None = 1.0,
+    momentum: float | None = None,
+    weight_decay: float = 0.0,
+    eps: float = 1e-30,
+    eps_scale: float = 1e-3,
+    factored: bool = True,
+    relative_step: bool = True,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Adafactor (Shazeer & Stern 2018); see `optimkit.transforms.factored` for the equations.
+
+      w <- w - alpha_t * clip(g / sqrt(V)) - learning_rate * weight_decay * w
+
+  With `relative_step=True` (default, the paper's and PyTorch's) the step is
+  rho_t = min(learning_rate, 1/sqrt(t)); with False it is learning_rate (optax's behaviour).
+  `momentum` adds an EMA (no debiasing) of the scaled update, as optax does. Weight decay is
+  multiplied by learning_rate as in PyTorch (optax's `weight_decay_rate` is not).
+  Reference: torch.optim.Adafactor, optax.adafactor.
+  """
+
+  def factory(learning_rate, min_dim_size_to_factor, decay_rate, decay_offset,
+              multiply_by_parameter_scale, clipping_threshold, momentum, weight_decay, eps,
+              eps_scale, factored, relative_step, mask):
+    parts = [
+        scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps,
+                              clipping_threshold),
+        scale_by_relative_step_size(learning_rate, relative_step, multiply_by_parameter_scale,
+                                    eps_scale),
+    ]
+    if momentum is not None:
+      parts.append(optax.ema(momentum, debias=False))
+    parts += [_decay(learning_rate * weight_decay, mask), optax.scale(-1.0)]
+    return optax.chain(*parts)
+
+  return _build("adafactor", factory,
+                ("mask", "min_dim_size_to_factor", "decay_offset", "momentum"),
+                learning_rate=learning_rate, min_dim_size_to_factor=min_dim_size_to_factor,
+                decay_rate=decay_rate, decay_offset=decay_offset,
+                multiply_by_parameter_scale=multiply_by_parameter_scale,
+                clipping_threshold=clipping_threshold, momentum=momentum,
+                weight_decay=weight_decay, eps=eps, eps_scale=eps_scale, factored=factored,
+                relative_step=relative_step, mask=mask)
+
+
+def lamb(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    eps_root: float = 0.0,
+    weight_decay: float = 0.0,
+    mask: Mask = None,
+    stack_dims: StackDims = 0,
+    trust_mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """LAMB (You et al. 2019): Adam's ratio plus decay, scaled per layer by ||w|| / ||u||.
+
+  `stack_dims` gives one ratio per slice of scan-stacked layers (see `scale_by_trust_ratio`);
+  `trust_mask` chooses the leaves that get a ratio. Reference: optax.lamb (per leaf and, for
+  stacks, against the unstacked model).
+  """
+
+  def factory(learning_rate, b1, b2, eps, eps_root, weight_decay, mask, stack_dims, trust_mask):
+    return optax.chain(
+        scale_by_adam(b1, b2, eps, eps_root),
+        _decay(weight_decay, mask),
+        scale_by_trust_ratio(stack_dims=stack_dims, mask=trust_mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+  return _build("lamb", factory, ("mask", "stack_dims", "trust_mask"),
+                learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+                weight_decay=weight_decay, mask=mask, stack_dims=stack_dims,
+                trust_mask=trust_mask)
+
+
+def lars(
+    learning_rate: ScalarOrSchedule = 1e-1,
+    weight_decay: float = 0.0,
+    mask: Mask = None,
+    trust_coefficient: float = 0.001,
+    eps: float = 0.0,
+    trust_mask: Mask = None,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    stack_dims: StackDims = 0,
+) -> optax.GradientTransformationExtraArgs:
+  """LARS (You et al. 2017): v <- momentum v + lr * eta ||w|| / ||g + wd w|| (g + wd w); w -= v.
+
+  Reference: optax.lars.
+  """
+
+  def factory(learning_rate, weight_decay, mask, trust_coefficient, eps, trust_mask, momentum,
+              nesterov, stack_dims):
+    return optax.chain(
+        _decay(weight_decay, mask),
+        scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps,
+                             stack_dims=stack_dims, mask=trust_mask),
+        optax.scale_by_learning_rate(learning_rate),
+        scale_by_momentum(momentum, nesterov),
+    )
+
+  return _build("lars", factory, ("mask", "stack_dims", "trust_mask"),
+                learning_rate=learning_rate, weight_decay=weight_decay, mask=mask,
+                trust_coefficient=trust_coefficient, eps=eps, trust_mask=trust_mask,
+                momentum=momentum, nesterov=nesterov, stack_dims=stack_dims)
+
+
+_SOPHIA_GAMMA = {"gnb": 0.04, "hutchinson": 0.01}
+
+
+def sophia(
+    learning_rate: ScalarOrSchedule = 1e-4,
+    b1: float = 0.965,
+    b2: float = 0.99,
+    gamma: float | None = None,
+    eps: float = 1e-15,
+    weight_decay: float = 0.1,
+    update_interval: int = 10,
+    estimator: Union[str, HessianEstimator] = "gnb",
+    seed: int | None = None,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Sophia (Liu et al. 2023): w <- w - lr (clip(m / (gamma h + eps), 1) + wd w).
+
+  `estimator="gnb"` is Sophia-G (pass `logits_fn=` to update), `"hutchinson"` Sophia-H (pass
+  `loss_fn=`). `gamma` defaults to 0.04 for GNB (authors' code) and 0.01 for Hutchinson (paper).
+  Randomness comes from `key=` passed to update, or from `seed=`. Defaults are the authors'.
+  Reference: sophia-opt (the authors' SophiaG).
+  """
+  if gamma is None:
+    gamma = _SOPHIA_GAMMA.get(estimator, 0.04) if isinstance(estimator, str) else 0.04
+
+  def factory(learning_rate, b1, b2, gamma, eps, weight_decay, update_interval, estimator, seed,
+              mask):
+    return optax.chain(
+        scale_by_sophia(b1, b2, gamma, eps, update_interval, estimator, seed),
+        _decay(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+  return _build("sophia", factory, ("mask", "update_interval", "estimator", "seed"),
+                learning_rate=learning_rate, b1=b1, b2=b2, gamma=gamma, eps=eps,
+                weight_decay=weight_decay, update_interval=update_interval,
+                estimator=estimator, seed=seed, mask=mask)
+
+
+def schedule_free_adamw(
+    learning_rate: ScalarOrSchedule = 0.0025,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Schedule-free AdamW (Defazio et al. 2024) exactly as the authors' AdamWScheduleFree.
+
+      d = g / (sqrt(v / (1 - b2^t)) + eps) + wd y, then `schedule_free` averaging.
+
+  Train on the returned params (y); evaluate and checkpoint
+  `optimkit.schedule_free_eval_params(state, params)` (x). Reference: schedulefree 1.4.
+  """
+
+  def factory(learning_rate, b1, b2, eps, weight_decay, warmup_steps, r, weight_lr_power, mask):
+    return optax.chain(
+        scale_by_adam(0.0, b2, eps),
+        _decay(weight_decay, mask),
+        schedule_free(learning_rate, b1, weight_lr_power, r, warmup_steps),
+    )
+
+  return _build("schedule_free_adamw", factory, ("mask",), learning_rate=learning_rate, b1=b1,
+                b2=b2, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
+                weight_lr_power=weight_lr_power, mask=mask)
+
+
+def schedule_free_sgd(
+    learning_rate: ScalarOrSchedule = 1.0,
+    b1: float = 0.9,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Schedule-free SGD (Defazio et al. 2024) as the authors' SGDScheduleFree (their `momentum`
+  is `b1` here, as in optax). Reference: schedulefree 1.4."""
+
+  def factory(learning_rate, b1, weight_decay, warmup_steps, r, weight_lr_power, mask):
+    return optax.chain(
+        _decay(weight_decay, mask),
+        schedule_free(learning_rate, b1, weight_lr_power, r, warmup_steps),
+    )
+
+  return _build("schedule_free_sgd", factory, ("mask",), learning_rate=learning_rate, b1=b1,
+                weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
+                weight_lr_power=weight_lr_power, mask=mask)

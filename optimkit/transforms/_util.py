@@ -1,0 +1,58 @@
+"""Small pieces every transform needs: step counting, bias correction, dtype-preserving maps."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def increment(count: jax.Array) -> jax.Array:
+  """count + 1, saturating instead of wrapping at the int32 limit."""
+  return optax.safe_increment(count)
+
+
+def bias_correction(decay: Any, count: jax.Array) -> jax.Array:
+  """1 - decay^count: Adam's debiasing factor after `count` updates of an EMA."""
+  return 1.0 - jnp.asarray(decay) ** count.astype(jnp.result_type(float))
+
+
+def map_like(fn: Callable[..., jax.Array], reference: Any, *trees: Any) -> Any:
+  """tree_map(fn, reference, *trees), each result cast to the dtype of its reference leaf.
+
+  Hyperparameters live in the state as (possibly float64) arrays; multiplying a bfloat16
+  gradient by one promotes it. Casting back keeps updates in the dtype of what they update.
+  """
+  return jax.tree.map(lambda ref, *xs: fn(ref, *xs).astype(ref.dtype), reference, *trees)
+
+
+def zeros_like(tree: Any, dtype: Any = None) -> Any:
+  return jax.tree.map(lambda x: jnp.zeros(x.shape, dtype or x.dtype), tree)
+
+
+def unzip_leaf(reference: Any, tuples: Any, index: int) -> Any:
+  """From a tree of per-leaf tuples (shaped like `reference` above the tuples), take element i.
+
+  Using `reference` as the structure prefix, rather than an `is_leaf` test on tuples, stays
+  right when the parameter tree itself contains tuples.
+  """
+  return jax.tree.map(lambda _, values: values[index], reference, tuples)
+
+
+def find_state(state: Any, state_type: type) -> Any:
+  """The first node of type `state_type` inside a nested optimizer state, or None."""
+  if isinstance(state, state_type):
+    return state
+  if isinstance(state, (tuple, list)):
+    children = state
+  elif isinstance(state, dict):
+    children = state.values()
+  else:
+    return None
+  for child in children:
+    found = find_state(child, state_type)
+    if found is not None:
+      return found
+  return None

@@ -1,0 +1,266 @@
+"""Moment estimates: heavy-ball momentum, Adam's two moments, RMSprop and AdaGrad.
+
+Each transform turns raw gradients into a step *direction*; the learning rate and the sign are
+applied later in the chain (`optax.scale_by_learning_rate`), so every transform here composes
+with any schedule, weight decay or clipping.
+
+References checked against (see tests/transforms/test_moments.py):
+  - `scale_by_momentum`: torch.optim.SGD (dampening=0), optax.trace.
+  - `scale_by_adam`: torch.optim.Adam / AdamW, optax.scale_by_adam.
+  - `scale_by_rms`: torch.optim.RMSprop (eps_in_sqrt=False), optax.rmsprop (eps_in_sqrt=True).
+  - `scale_by_adagrad`: torch.optim.Adagrad (eps_in_sqrt=False), optax.adagrad (True).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optimkit import _checks
+from optimkit.transforms._util import bias_correction, increment, map_like, zeros_like
+
+
+# ----------------------------------------------------------------------------------------------
+# Heavy-ball momentum (SGD).
+
+
+class MomentumState(NamedTuple):
+  """State of `scale_by_momentum`: the velocity buffer, shaped like the params."""
+
+  velocity: Any
+
+
+def scale_by_momentum(momentum: float = 0.9, nesterov: bool = False) -> optax.GradientTransformation:
+  """Heavy-ball momentum as in PyTorch's SGD (Polyak 1964; Sutskever et al. 2013).
+
+      v_t = momentum * v_{t-1} + g_t                      (v_0 = 0, so v_1 = g_1)
+      u_t = v_t                   (heavy ball)
+      u_t = g_t + momentum * v_t  (Nesterov)
+
+  Args:
+    momentum: decay of the velocity, in [0, 1). Default 0.9.
+    nesterov: use Nesterov's look-ahead form.
+  """
+  _checks.check_beta("scale_by_momentum", "momentum", momentum)
+
+  def init_fn(params):
+    return MomentumState(velocity=zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    velocity = map_like(lambda g, v: momentum * v + g, updates, state.velocity)
+    if nesterov:
+      direction = map_like(lambda g, v: g + momentum * v, updates, velocity)
+    else:
+      direction = velocity
+    return direction, MomentumState(velocity=velocity)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# Adam's first and second moments.
+
+
+class AdamState(NamedTuple):
+  """State of `scale_by_adam`: step count, first moment `mu`, second moment `nu`."""
+
+  count: jax.Array
+  mu: Any
+  nu: Any
+
+
+def scale_by_adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+) -> optax.GradientTransformation:
+  """Adam's bias-corrected moment ratio (Kingma & Ba 2015, Algorithm 1).
+
+      m_t = b1 m_{t-1} + (1 - b1) g_t
+      v_t = b2 v_{t-1} + (1 - b2) g_t^2
+      u_t = m_hat / (sqrt(v_hat + eps_root) + eps),  m_hat = m_t / (1 - b1^t), v_hat = v_t / (1 - b2^t)
+
+  With b1 = 0 the first moment is the gradient itself (used by schedule-free AdamW); given as a
+  plain 0 at construction, no first-moment buffer is allocated (`mu` is None).
+
+  Args:
+    b1: first-moment decay, [0, 1). Default 0.9.
+    b2: second-moment decay, [0, 1). Default 0.999.
+    eps: added to the denominator outside the root, >= 0. Default 1e-8.
+    eps_root: added inside the root, >= 0. Default 0.
+  """
+  owner = "scale_by_adam"
+  _checks.check_beta(owner, "b1", b1)
+  _checks.check_beta(owner, "b2", b2)
+  _checks.check_non_negative(owner, "eps", eps)
+  _checks.check_non_negative(owner, "eps_root", eps_root)
+
+  # b1 = 0 given as a plain number (schedule-free AdamW) needs no first-moment buffer.
+  keep_mu = not _is_zero(b1)
+
+  def init_fn(params):
+    return AdamState(
+        count=jnp.zeros([], jnp.int32),
+        mu=zeros_like(params) if keep_mu else None,
+        nu=zeros_like(params),
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    if keep_mu:
+      mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
+    else:
+      mu = None
+    nu = map_like(lambda g, v: b2 * v + (1.0 - b2) * (g * g), updates, state.nu)
+    count = increment(state.count)
+    correction1 = bias_correction(b1, count)
+    correction2 = bias_correction(b2, count)
+    first = mu if keep_mu else updates
+    direction = map_like(
+        lambda g, m, v: (m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps),
+        updates,
+        first,
+        nu,
+    )
+    return direction, AdamState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# RMSprop.
+
+
+class RMSPropState(NamedTuple):
+  """State of `scale_by_rms`: EMA of g^2 (`nu`), of g when centered (`mu`), momentum buffer."""
+
+  nu: Any
+  mu: Any
+  velocity: Any
+
+
+def scale_by_rms(
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+  """RMSprop (Hinton 2012; Graves 2013 for the centered form), with optional momentum.
+
+      nu_t = decay nu_{t-1} + (1 - decay) g^2             (nu_0 = initial_scale)
+      mu_t = decay mu_{t-1} + (1 - decay) g               (centered only)
+      s_t  = nu_t - mu_t^2  (centered)  or  nu_t
+      d_t  = g / sqrt(s_t + eps)  (eps_in_sqrt, optax)  or  g / (sqrt(s_t) + eps)  (PyTorch)
+      with momentum: b_t = momentum b_{t-1} + d_t and the direction is b_t (or d_t + momentum b_t
+      with Nesterov).
+
+  The momentum buffer accumulates the normalised gradient *before* the learning rate, as
+  PyTorch's RMSprop does; optax multiplies by the learning rate first. The two agree for a
+  constant learning rate and differ under a schedule, where PyTorch's form is the published one.
+
+  Args:
+    decay: EMA decay of the squared gradient, [0, 1). Default 0.9 (optax; PyTorch uses 0.99).
+    eps: stabiliser, >= 0. Default 1e-8.
+    initial_scale: initial value of nu, >= 0. Default 0.
+    eps_in_sqrt: where eps goes (True: optax's default; False: PyTorch's).
+    centered: divide by the variance instead of the raw second moment.
+    momentum: momentum on the normalised gradient, [0, 1). Default 0 (off).
+    nesterov: Nesterov form of that momentum.
+  """
+  owner = "scale_by_rms"
+  _checks.check_beta(owner, "decay", decay)
+  _checks.check_non_negative(owner, "eps", eps)
+  _checks.check_non_negative(owner, "initial_scale", initial_scale)
+  _checks.check_beta(owner, "momentum", momentum)
+
+  def init_fn(params):
+    return RMSPropState(
+        nu=jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, p.dtype), params),
+        mu=zeros_like(params) if centered else None,
+        velocity=zeros_like(params) if (momentum is not None and not _is_zero(momentum)) else None,
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    nu = map_like(lambda g, v: decay * v + (1.0 - decay) * (g * g), updates, state.nu)
+    if centered:
+      mu = map_like(lambda g, m: decay * m + (1.0 - decay) * g, updates, state.mu)
+      second = jax.tree.map(lambda v, m: v - m * m, nu, mu)
+    else:
+      mu, second = None, nu
+    if eps_in_sqrt:
+      normalised = map_like(lambda g, s: g * jax.lax.rsqrt(s + eps), updates, second)
+    else:
+      normalised = map_like(lambda g, s: g / (jnp.sqrt(s) + eps), updates, second)
+    velocity = state.velocity
+    if velocity is not None:
+      velocity = map_like(lambda d, b: momentum * b + d, normalised, velocity)
+      if nesterov:
+        normalised = map_like(lambda d, b: d + momentum * b, normalised, velocity)
+      else:
+        normalised = velocity
+    return normalised, RMSPropState(nu=nu, mu=mu, velocity=velocity)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_zero(value: Any) -> bool:
+  number = _checks._concrete_float(value)  # pylint: disable=protected-access
+  return number == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# AdaGrad.
+
+
+class AdaGradState(NamedTuple):
+  """State of `scale_by_adagrad`: the running sum of squared gradients."""
+
+  sum_of_squares: Any
+
+
+def scale_by_adagrad(
+    initial_accumulator_value: float = 0.1,
+    eps: float = 1e-7,
+    eps_in_sqrt: bool = True,
+) -> optax.GradientTransformation:
+  """AdaGrad (Duchi, Hazan & Singer 2011).
+
+      s_t = s_{t-1} + g_t^2                               (s_0 = initial_accumulator_value)
+      d_t = g_t / sqrt(s_t + eps)   (eps_in_sqrt, optax; 0 where s_t + eps = 0)
+      d_t = g_t / (sqrt(s_t) + eps) (PyTorch)
+
+  Defaults follow optax (initial 0.1, eps 1e-7, eps inside the root) so that switching imports
+  keeps behaviour; `initial_accumulator_value=0, eps=1e-10, eps_in_sqrt=False` is PyTorch's.
+  """
+  owner = "scale_by_adagrad"
+  _checks.check_non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
+  _checks.check_non_negative(owner, "eps", eps)
+
+  def init_fn(params):
+    return AdaGradState(
+        sum_of_squares=jax.tree.map(
+            lambda p: jnp.full(p.shape, initial_accumulator_value, p.dtype), params
+        )
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    sums = map_like(lambda g, s: s + g * g, updates, state.sum_of_squares)
+    if eps_in_sqrt:
+      direction = map_like(
+          lambda g, s: jnp.where(s + eps > 0, g * jax.lax.rsqrt(s + eps), 0.0), updates, sums
+      )
+    else:
+      direction = map_like(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
+    return direction, AdaGradState(sum_of_squares=sums)
+
+  return optax.GradientTransformation(init_fn, update_fn)
