@@ -114,11 +114,18 @@ def inject_hyperparams(
 def with_tree_check(
     owner: str, transform: optax.GradientTransformation
 ) -> optax.GradientTransformationExtraArgs:
-  """`transform` whose update first checks the gradient tree against the parameter tree."""
+  """`transform` whose update checks the gradient tree against the parameter tree on the way
+  in and returns updates in the gradients' dtypes on the way out.
+
+  The cast matters for bfloat16 and float16 params: the learning rate and weight decay are
+  float32 (or float64) arrays in the state, and optax's scaling transforms promote with them.
+  """
   transform = optax.with_extra_args_support(transform)
 
   def update_fn(updates, state, params=None, **extra_args):
     _checks.check_trees_match(owner, updates, params)
-    return transform.update(updates, state, params, **extra_args)
+    new_updates, state = transform.update(updates, state, params, **extra_args)
+    new_updates = jax.tree.map(lambda new, old: new.astype(old.dtype), new_updates, updates)
+    return new_updates, state
 
   return optax.GradientTransformationExtraArgs(transform.init, update_fn)

@@ -4,7 +4,7 @@ Algorithm 3), with both of the paper's diagonal-Hessian estimators.
 
     every `update_interval` steps (t = 0, k, 2k, ...):  h <- b2 h + (1 - b2) h_hat
     m <- b1 m + (1 - b1) g
-    u  = clip(m / (gamma * h + eps), -1, 1)
+    u  = clip(m / max(gamma * h, eps), -1, 1)
 
 Estimators h_hat of diag(H):
   - Hutchinson (Sophia-H): u ~ Rademacher, h_hat = u * (H u), with H u a Hessian-vector product
@@ -13,10 +13,13 @@ Estimators h_hat of diag(H):
     `logits_fn(params) -> logits[..., vocab]` (an extra argument), take the gradient g_hat of the
     mean cross-entropy against y_hat, and h_hat = B * g_hat^2 with B the number of label positions.
 
-Following the authors' code rather than the paper's text where they differ: the denominator is
-gamma * h + eps with eps = 1e-15 (the paper writes max(gamma * h, eps)), and the batch factor B
-is part of h (the authors multiply by the batch size at step time, which is the same for a fixed
-batch size). The authors' nanoGPT script first refreshes h after k steps; here the first refresh
+The denominator is the paper's max(gamma * h, eps); the authors' code writes gamma * h + eps
+(eps = 1e-15, our default too). For h >= 0, which the Gauss-Newton-Bartlett estimate always is,
+the two differ by at most eps in the denominator (far below float64 resolution of the result),
+and parity with the authors' code holds; Hutchinson estimates can be negative on non-convex
+losses, where gamma * h + eps flips the sign of the step (ascent) while max(gamma * h, eps) gives
+a clipped sign step, as the paper intends. The batch factor B is part of h (the authors multiply
+by the batch size at step time, the same for a fixed batch size). The authors' nanoGPT script first refreshes h after k steps; here the first refresh
 is at step 0 as in the paper's Algorithm 3, so that the first k steps are not pure sign descent.
 Checked against `sophia-opt` (the authors' SophiaG) driven with the same labels.
 
@@ -24,7 +27,7 @@ Randomness: the estimators need a PRNG key. Pass `key=` to `update` (the caller'
 must be the same on every device), or construct with `seed=` and the state carries the key,
 folded with the step count at each refresh. There is no fixed default key.
 
-The state's `unclipped_fraction` is the share of coordinates where |m| < gamma * h + eps, the
+The state's `unclipped_fraction` is the share of coordinates where |m| < max(gamma * h, eps), the
 tuning signal the authors recommend watching (aim for roughly 0.1 - 0.5 by tuning gamma).
 """
 
@@ -115,7 +118,7 @@ def scale_by_sophia(
     b2: decay of the Hessian EMA, [0, 1). Default 0.99.
     gamma: rho of the authors' code, > 0. Default 0.04 (theirs for Sophia-G; the paper uses
       0.01 with Hutchinson).
-    eps: added to the denominator, >= 0. Default 1e-15 (the authors' code).
+    eps: floor of the denominator, >= 0. Default 1e-15 (the authors' code).
     update_interval: refresh h every this many steps, integer >= 1. Default 10.
     estimator: "gnb" (needs `logits_fn=` in update), "hutchinson" (needs `loss_fn=`), or a
       callable `(params, key, **extra_args) -> tree of diag-Hessian estimates`.
@@ -167,7 +170,7 @@ def scale_by_sophia(
     hessian = jax.lax.cond(
         state.count % update_interval == 0, refreshed_hessian, lambda: state.hessian)
     mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
-    ratios = jax.tree.map(lambda m, h: m / (gamma * h + eps), mu, hessian)
+    ratios = jax.tree.map(lambda m, h: m / jnp.maximum(gamma * h, eps), mu, hessian)
     direction = map_like(lambda g, r: jnp.clip(r, -1.0, 1.0), updates, ratios)
     total = sum(r.size for r in jax.tree.leaves(ratios))
     unclipped = sum(jnp.sum(jnp.abs(r) < 1.0) for r in jax.tree.leaves(ratios))

@@ -1,0 +1,224 @@
+"""Every full optimizer: convergence (quadratic, Rosenbrock), dtypes, awkward pytrees, jit and
+vmap, inside optax.chain with clipping, and bad hyperparameters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optimkit
+
+# name -> (factory with a learning rate that converges on the test problems, needs loss_fn)
+OPTIMIZERS = {
+    "sgd": lambda: optimkit.sgd(0.05, momentum=0.9),
+    "sgd_nesterov": lambda: optimkit.sgd(0.05, momentum=0.9, nesterov=True),
+    "adagrad": lambda: optimkit.adagrad(0.5),
+    "rmsprop": lambda: optimkit.rmsprop(0.01),
+    "adam": lambda: optimkit.adam(0.05),
+    "adamw": lambda: optimkit.adamw(0.05, weight_decay=1e-4),
+    "lion": lambda: optimkit.lion(0.01, weight_decay=0.0),
+    "adafactor": lambda: optimkit.adafactor(0.1, min_dim_size_to_factor=1),
+    "lamb": lambda: optimkit.lamb(0.05),
+    "lars": lambda: optimkit.lars(optax.cosine_decay_schedule(1.0, 400), trust_coefficient=0.1),
+    "sophia": lambda: optimkit.sophia(0.05, estimator="hutchinson", gamma=1.0,
+                                      weight_decay=0.0, seed=0, update_interval=1),
+    "schedule_free_adamw": lambda: optimkit.schedule_free_adamw(0.05),
+    "schedule_free_sgd": lambda: optimkit.schedule_free_sgd(0.05),
+}
+
+
+def _train(tx, loss_fn, params, steps):
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    grads = jax.grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, loss_fn=loss_fn)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params, state
+
+
+def _quadratic(params):
+  scales = jnp.asarray([1.0, 3.0, 10.0])
+  return 0.5 * jnp.sum(scales * (params["x"] - 1.0) ** 2) + 0.5 * jnp.sum(params["m"] ** 2)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_converges_on_a_quadratic(name):
+  params = {"x": jnp.zeros(3), "m": jnp.ones((3, 2))}
+  start = float(_quadratic(params))
+  params, state = _train(OPTIMIZERS[name](), _quadratic, params, 400)
+  if name.startswith("schedule_free"):
+    params = optimkit.schedule_free_eval_params(state, params)
+  assert float(_quadratic(params)) < 1e-2 * start
+
+
+def _rosenbrock(params):
+  x, y = params["xy"][0], params["xy"][1]
+  return (1.0 - x) ** 2 + 100.0 * (y - x * x) ** 2
+
+
+ROSENBROCK = {
+    "sgd": lambda: optimkit.sgd(1e-3, momentum=0.9),
+    "sgd_nesterov": lambda: optimkit.sgd(1e-3, momentum=0.9, nesterov=True),
+    "adagrad": lambda: optimkit.adagrad(0.3),
+    "rmsprop": lambda: optimkit.rmsprop(3e-3),
+    "adam": lambda: optimkit.adam(0.02),
+    "adamw": lambda: optimkit.adamw(0.02, weight_decay=0.0),
+    "lion": lambda: optimkit.lion(optax.cosine_decay_schedule(0.01, 3000, 0.01), weight_decay=0.0),
+    "adafactor": lambda: optimkit.adafactor(0.05, momentum=0.9),
+    "lamb": lambda: optimkit.lamb(0.01),
+    "lars": lambda: optimkit.lars(optax.cosine_decay_schedule(0.5, 3000), trust_coefficient=0.05),
+    "sophia": lambda: optimkit.sophia(optax.cosine_decay_schedule(0.1, 3000, 0.01),
+                                      estimator="hutchinson", gamma=0.05, weight_decay=0.0,
+                                      seed=0, update_interval=1, b1=0.9),
+    "schedule_free_adamw": lambda: optimkit.schedule_free_adamw(0.02),
+    "schedule_free_sgd": lambda: optimkit.schedule_free_sgd(1e-3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROSENBROCK))
+def test_makes_progress_on_rosenbrock(name):
+  params = {"xy": jnp.asarray([-1.0, 1.0])}
+  start = float(_rosenbrock(params))  # 4.0
+  params, state = _train(ROSENBROCK[name](), _rosenbrock, params, 3000)
+  if name.startswith("schedule_free"):
+    params = optimkit.schedule_free_eval_params(state, params)
+  assert float(_rosenbrock(params)) < 0.05 * start
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_dtypes_are_preserved(name, dtype):
+  params = {"w": jnp.ones((4, 3), dtype), "b": jnp.full((3,), 0.5, dtype)}
+  loss_fn = lambda p: jnp.sum(p["w"].astype(jnp.float32) ** 2) + jnp.sum(
+      p["b"].astype(jnp.float32) ** 2)
+  tx = OPTIMIZERS[name]()
+  state = tx.init(params)
+  grads = jax.grad(loss_fn)(params)
+  updates, state = jax.jit(lambda g, s, p: tx.update(g, s, p, loss_fn=loss_fn))(
+      grads, state, params)
+  for update, param in zip(jax.tree.leaves(updates), jax.tree.leaves(params)):
+    assert update.dtype == param.dtype
+    assert bool(jnp.all(jnp.isfinite(update.astype(jnp.float32))))
+  new_params = optax.apply_updates(params, updates)
+  assert jax.tree.map(lambda p: p.dtype, new_params) == jax.tree.map(lambda p: p.dtype, params)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_awkward_pytrees(name):
+  """Empty subtrees, None, scalars, zero-size arrays, tuples and lists in one tree."""
+  params = {"empty": {}, "none": None, "scalar": jnp.asarray(1.5), "zero": jnp.zeros((0, 3)),
+            "pair": (jnp.ones(2), [jnp.ones((2, 2))]), "rank3": jnp.ones((2, 2, 2))}
+  loss_fn = lambda p: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))
+  tx = OPTIMIZERS[name]()
+  state = tx.init(params)
+  for _ in range(3):
+    grads = jax.grad(loss_fn)(params)
+    updates, state = jax.jit(lambda g, s, p: tx.update(g, s, p, loss_fn=loss_fn))(
+        grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert jax.tree.structure(updates) == jax.tree.structure(grads)
+  assert params["zero"].shape == (0, 3)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_vmap_over_independent_problems_matches_a_loop(name):
+  loss_fn = lambda p: jnp.sum((p["x"] - 2.0) ** 2 * jnp.arange(1.0, 4.0))
+  tx = OPTIMIZERS[name]()
+  starts = jnp.stack([jnp.zeros(3), jnp.ones(3), -jnp.ones(3)])
+
+  def run(x0):
+    params = {"x": x0}
+    state = tx.init(params)
+    for _ in range(3):
+      updates, state = tx.update(jax.grad(loss_fn)(params), state, params, loss_fn=loss_fn)
+      params = optax.apply_updates(params, updates)
+    return params["x"]
+
+  batched = jax.jit(jax.vmap(run))(starts)
+  looped = jnp.stack([run(x0) for x0 in starts])
+  np.testing.assert_allclose(batched, looped, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_inside_chain_with_global_norm_clipping(name):
+  tx = optax.chain(optax.clip_by_global_norm(1.0), OPTIMIZERS[name]())
+  params = {"x": jnp.zeros(3), "m": jnp.ones((3, 2))}
+  start = float(_quadratic(params))
+  params, state = _train(tx, _quadratic, params, 300)
+  if name.startswith("schedule_free"):
+    params = optimkit.schedule_free_eval_params(state, params)
+  assert float(_quadratic(params)) < 0.1 * start
+
+
+def test_weight_decay_mask_excludes_biases_and_norm_scales():
+  params = {"dense": {"kernel": jnp.ones((3, 3)), "bias": jnp.ones(3)},
+            "norm": {"scale": jnp.ones(3)}, "stacked_norm": {"scale": jnp.ones((2, 3))},
+            "embedding": jnp.ones((5, 3))}
+  mask = optimkit.weight_decay_mask(params)
+  assert mask == {"dense": {"kernel": True, "bias": False}, "norm": {"scale": False},
+                  "stacked_norm": {"scale": False}, "embedding": True}
+  tx = optimkit.adamw(0.0, weight_decay=0.5, mask=optimkit.weight_decay_mask)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  # lr 0 moves nothing; check the decayed direction instead with lr 1 and zero grads.
+  tx = optimkit.adamw(1.0, weight_decay=0.5, mask=optimkit.weight_decay_mask)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  assert float(jnp.max(jnp.abs(updates["dense"]["bias"]))) == 0.0
+  assert float(jnp.max(jnp.abs(updates["norm"]["scale"]))) == 0.0
+  np.testing.assert_allclose(updates["dense"]["kernel"], -0.5 * jnp.ones((3, 3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input.
+
+BAD_HYPERPARAMETERS = [
+    (optimkit.adamw, dict(learning_rate=-1e-3), "adamw: learning_rate must be in \\[0.0, inf\\]"),
+    (optimkit.adamw, dict(b1=1.0), "adamw: b1 must be in \\[0.0, 1.0\\), got 1.0"),
+    (optimkit.adam, dict(b2=-0.1), "adam: b2 must be in \\[0.0, 1.0\\)"),
+    (optimkit.adam, dict(eps=-1e-8), "adam: eps must be in \\[0.0, inf\\]"),
+    (optimkit.lion, dict(weight_decay=-0.1), "lion: weight_decay must be"),
+    (optimkit.sgd, dict(momentum=1.5), "sgd: momentum must be in \\[0.0, 1.0\\)"),
+    (optimkit.rmsprop, dict(decay=1.0), "rmsprop: decay must be"),
+    (optimkit.adagrad, dict(initial_accumulator_value=-1.0), "adagrad: initial_accumulator_value"),
+    (optimkit.adafactor, dict(decay_rate=0.0), "adafactor: decay_rate must be in \\(0.0"),
+    (optimkit.adafactor, dict(clipping_threshold=0.0), "adafactor: clipping_threshold"),
+    (optimkit.adafactor, dict(min_dim_size_to_factor=-1), "min_dim_size_to_factor must be"),
+    (optimkit.lamb, dict(b1=float("nan")), "lamb: b1 must be"),
+    (optimkit.lars, dict(trust_coefficient=0.0), "lars: trust_coefficient must be"),
+    (optimkit.sophia, dict(update_interval=0), "update_interval must be an integer >= 1"),
+    (optimkit.sophia, dict(gamma=-1.0), "sophia: gamma must be"),
+    (optimkit.sophia, dict(estimator="newton"), "estimator must be one of"),
+    (optimkit.schedule_free_adamw, dict(b1=0.0), "b1 must be in \\(0.0, 1.0\\)"),
+    (optimkit.schedule_free_sgd, dict(warmup_steps=-5), "warmup_steps must be"),
+    (optimkit.adamw, dict(learning_rate=lambda step: -1.0 + 0 * step),
+     "learning_rate \\(at step 0 of the schedule\\) must be"),
+]
+
+
+@pytest.mark.parametrize("maker,kwargs,message", BAD_HYPERPARAMETERS,
+                         ids=[f"{m.__name__}-{next(iter(k))}" for m, k, _ in BAD_HYPERPARAMETERS])
+def test_invalid_hyperparameters_raise_at_construction(maker, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    maker(**kwargs)
+
+
+def test_gradient_tree_mismatch_names_the_first_path():
+  tx = optimkit.adamw(1e-3)
+  params = {"encoder": {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}, "head": jnp.ones(3)}
+  state = tx.init(params)
+  missing = {"encoder": {"w": jnp.ones((2, 2))}, "head": jnp.ones(3)}
+  with pytest.raises(ValueError, match=r"adamw: .* at \['encoder'\]\['b'\]: the parameters have"):
+    tx.update(missing, state, params)
+  wrong_shape = {"encoder": {"w": jnp.ones((2, 3)), "b": jnp.ones(2)}, "head": jnp.ones(3)}
+  with pytest.raises(ValueError, match=r"at \['encoder'\]\['w'\]: gradient has shape \(2, 3\)"):
+    tx.update(wrong_shape, state, params)
+  extra = {"encoder": {"w": jnp.ones((2, 2)), "b": jnp.ones(2), "c": jnp.ones(1)},
+           "head": jnp.ones(3)}
+  with pytest.raises(optimkit.TreeMismatchError, match=r"\['encoder'\]\['c'\]: the gradient has"):
+    jax.jit(tx.update)(extra, state, params)
