@@ -5,7 +5,7 @@ Every name here is an optax `GradientTransformation` (or a helper around one): u
 """
 
 from optimkit._checks import TreeMismatchError
-from optimkit.hyperparams import inject_hyperparams
+from optimkit.hyperparams import inject_hyperparams, set_hyperparams
 from optimkit.optimizers import (
     adafactor, adagrad, adam, adamw, lamb, lars, lion, rmsprop, schedule_free_adamw,
     schedule_free_sgd, sgd, sophia)

@@ -39,10 +39,11 @@ def _float_dtype(params: Any) -> jnp.dtype:
 
 
 def _as_array(value: Any, float_dtype: jnp.dtype) -> jax.Array:
+  # Always a strongly typed array: a weakly typed one is a different input type to `jit` and
+  # would make the step compile again.
   array = jnp.asarray(value)
-  if jnp.issubdtype(array.dtype, jnp.floating):
-    return array.astype(float_dtype)
-  return array
+  dtype = float_dtype if jnp.issubdtype(array.dtype, jnp.floating) else array.dtype
+  return jnp.asarray(array, dtype=dtype)
 
 
 def inject_hyperparams(
@@ -129,3 +130,36 @@ def with_tree_check(
     return new_updates, state
 
   return optax.GradientTransformationExtraArgs(transform.init, update_fn)
+
+
+def set_hyperparams(state: Any, **values: Any) -> Any:
+  """A copy of `state` with the named hyperparameters replaced, e.g.
+  `state = optimkit.set_hyperparams(state, learning_rate=3e-4, weight_decay=0.1)`.
+
+  Finds the hyperparameter dict wherever it sits (inside `skip_nonfinite`, a chain, ...), and
+  gives each new value the dtype of the old one, so the jitted step does not compile again.
+  """
+  if isinstance(state, HyperparamsState):
+    unknown = set(values) - set(state.hyperparams)
+    if unknown:
+      raise ValueError(f"set_hyperparams: {sorted(unknown)} are not hyperparameters of this "
+                       f"optimizer; it has {sorted(state.hyperparams)}")
+    hyperparams = dict(state.hyperparams)
+    for name, value in values.items():
+      hyperparams[name] = jnp.asarray(value, dtype=hyperparams[name].dtype)
+    return state._replace(hyperparams=hyperparams)
+  if isinstance(state, tuple) and hasattr(state, "_fields"):
+    return type(state)(*(_replace_inside(child, values) for child in state))
+  if isinstance(state, (tuple, list)):
+    return type(state)(_replace_inside(child, values) for child in state)
+  raise ValueError("set_hyperparams: no hyperparameters found in this state; optimkit's full "
+                   "optimizers keep them, bare primitives do not.")
+
+
+def _replace_inside(child: Any, values: dict) -> Any:
+  try:
+    return set_hyperparams(child, **values)
+  except ValueError as error:
+    if "no hyperparameters found" in str(error):
+      return child
+    raise
