@@ -5,6 +5,7 @@ Every name here is an optax `GradientTransformation` (or a helper around one): u
 """
 
 from optimkit._checks import TreeMismatchError
+from optimkit.comparison import compare
 from optimkit.hyperparams import inject_hyperparams, set_hyperparams
 from optimkit.optimizers import (
     adafactor, adagrad, adam, adamw, lamb, lars, lion, rmsprop, schedule_free_adamw,
@@ -16,5 +17,6 @@ from optimkit.transforms import (
     scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,
     scale_by_sophia, scale_by_trust_ratio, schedule_free, schedule_free_eval_params,
     skip_nonfinite, weight_decay_mask)
+from optimkit import memory
 
 __version__ = "0.1.0"

@@ -1,0 +1,72 @@
+"""The compare job: the Python API on a user's model, the reference task end to end through
+the command line (tiny settings), and the report files."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optimkit
+from optimkit import cli
+from optimkit.comparison.data import TextData
+
+
+def test_compare_python_api_on_a_users_model():
+  rng = np.random.default_rng(0)
+  true_w = rng.normal(size=(4,))
+  batches = []
+  for _ in range(40):
+    x = rng.normal(size=(16, 4))
+    batches.append((x, x @ true_w))
+  loss_fn = lambda p, b: jnp.mean((b[0] @ p["w"] - b[1]) ** 2)
+  params = {"w": jnp.zeros(4)}
+  rows = optimkit.compare(loss_fn, params, batches,
+                          {"adamw": optimkit.adamw(0.1), "sgd": optimkit.sgd(0.01),
+                           "sophia_h": optimkit.sophia(0.05, estimator="hutchinson", gamma=1.0,
+                                                       weight_decay=0.0)},
+                          eval_fn=lambda p: float(loss_fn(p, batches[0])), eval_every=10,
+                          show_progress=False)
+  by_name = {row["optimizer"]: row for row in rows}
+  assert set(by_name) == {"adamw", "sgd", "sophia_h"}
+  assert by_name["adamw"]["steps_ratio"] == 1.0
+  assert by_name["adamw"]["final_loss"] < float(loss_fn(params, batches[0]))
+  assert by_name["adamw"]["state_bytes_per_param"] > by_name["sgd"]["state_bytes_per_param"]
+  assert by_name["sgd"]["curve"]["steps"] == [10, 20, 30, 40]
+  # The caller's params were not donated away.
+  assert float(jnp.sum(params["w"])) == 0.0
+
+
+def test_compare_rejects_empty_inputs():
+  with pytest.raises(ValueError, match="optimizers is empty"):
+    optimkit.compare(lambda p, b: 0.0, {}, [1], {})
+
+
+def test_text_data_split_and_batches_are_deterministic():
+  data = TextData.load()
+  assert len(data.validation) > 40_000 and len(data.train) > 9 * len(data.validation) - 10
+  a = data.train_batches(3, 4, 16, 5)
+  np.testing.assert_array_equal(a, data.train_batches(3, 4, 16, 5))
+  assert a.shape == (5, 4, 17) and a.max() < 256
+  assert not np.array_equal(a, data.train_batches(4, 4, 16, 5))
+
+
+def test_cli_compare_writes_table_json_and_png(tmp_path, capsys):
+  text = tmp_path / "corpus.txt"
+  text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+  code = cli.main(["compare", "--quick", "--steps", "12", "--optimizers", "adamw,sophia",
+                   "--data", str(text), "--out", str(tmp_path / "out")])
+  assert code == 0
+  printed = capsys.readouterr().out
+  assert "| adamw" in printed and "| sophia" in printed
+  report = json.loads((tmp_path / "out" / "compare.json").read_text())
+  assert [r["optimizer"] for r in report["results"]] == ["adamw", "sophia"]
+  assert all(np.isfinite(r["final_loss"]) for r in report["results"])
+  assert (tmp_path / "out" / "compare.png").stat().st_size > 10_000
+  assert "final val loss" in (tmp_path / "out" / "compare.md").read_text()
+
+
+def test_cli_rejects_unknown_optimizer(capsys):
+  assert cli.main(["compare", "--optimizers", "adamw,nope"]) == 2
+  assert "unknown optimizers ['nope']" in capsys.readouterr().err
