@@ -8,10 +8,12 @@ from optimkit._checks import TreeMismatchError
 from optimkit.comparison import compare
 from optimkit.hyperparams import inject_hyperparams, set_hyperparams
 from optimkit.optimizers import (
-    adafactor, adagrad, adam, adamw, lamb, lars, lion, rmsprop, schedule_free_adamw,
-    schedule_free_sgd, sgd, sophia)
+    adafactor, adagrad, adam, adam_mini, adams, adamw, adan, lamb, lars, lion, radam, ranger,
+    rmsprop, schedule_free_adamw, schedule_free_sgd, sgd, sophia, stable_adamw)
 from optimkit.transforms import (
-    AdaGradState, AdamState, FactoredRMSState, MomentumState, RelativeStepState, RMSPropState,
+    AdaGradState, AdamMiniState, AdamSState, AdanState, LookaheadState, adam_mini_blocks,
+    lookahead, scale_by_adam_mini, scale_by_adams, scale_by_adan, scale_by_radam,
+    scale_by_stable_adam, AdamState, FactoredRMSState, MomentumState, RelativeStepState, RMSPropState,
     ScheduleFreeState, SignMomentumState, SkipNonFiniteState, SophiaState, TrustRatioState,
     gauss_newton_bartlett, hutchinson, scale_by_adagrad, scale_by_adam, scale_by_factored_rms,
     scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,

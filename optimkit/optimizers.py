@@ -22,13 +22,19 @@ import optax
 
 from optimkit import _checks
 from optimkit.hyperparams import inject_hyperparams, with_tree_check
+from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini
+from optimkit.transforms.adams import scale_by_adams
+from optimkit.transforms.adan import scale_by_adan
 from optimkit.transforms.factored import scale_by_factored_rms, scale_by_relative_step_size
 from optimkit.transforms.hessian import HessianEstimator, scale_by_sophia
+from optimkit.transforms.lookahead import lookahead
 from optimkit.transforms.moments import (
     scale_by_adagrad, scale_by_adam, scale_by_momentum, scale_by_rms)
+from optimkit.transforms.rectified import scale_by_radam
 from optimkit.transforms.schedule_free import schedule_free
 from optimkit.transforms.sign_momentum import scale_by_sign_momentum
 from optimkit.transforms.trust_ratio import StackDims, scale_by_trust_ratio
+from optimkit.transforms.update_clipping import scale_by_stable_adam
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
 Mask = Union[Any, Callable[[Any], Any], None]
@@ -414,3 +420,138 @@ def schedule_free_sgd(
   return _build("schedule_free_sgd", factory, ("mask",), learning_rate=learning_rate, b1=b1,
                 weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
                 weight_lr_power=weight_lr_power, mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# The modern family.
+
+
+def stable_adamw(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-6,
+    weight_decay: float = 1e-2,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """StableAdamW (Wortsman et al. 2023): AdamW with per-tensor update clipping, on device.
+
+  Defaults are torch-optimi's. Reference: torch-optimi StableAdamW.
+  """
+
+  def factory(learning_rate, b1, b2, eps, weight_decay, mask):
+    return optax.chain(scale_by_stable_adam(b1, b2, eps, weight_decay, mask),
+                       optax.scale_by_learning_rate(learning_rate))
+
+  return _build("stable_adamw", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
+                eps=eps, weight_decay=weight_decay, mask=mask)
+
+
+def adan(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.98,
+    b2: float = 0.92,
+    b3: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.02,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Adan (Xie et al. 2022) with the paper's proximal weight decay:
+  w <- (w - lr u) / (1 + lr wd). Defaults are the authors'. Reference: torch-optimi Adan."""
+
+  def factory(learning_rate, b1, b2, b3, eps, weight_decay, mask):
+    # -lr (u + wd w) / (1 + lr wd) is the proximal step written as an update.
+    return optax.chain(
+        scale_by_adan(b1, b2, b3, eps),
+        _decay(weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+        optax.scale(1.0 / (1.0 + learning_rate * weight_decay)),
+    )
+
+  return _build("adan", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2, b3=b3,
+                eps=eps, weight_decay=weight_decay, mask=mask)
+
+
+def radam(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    threshold: float = 5.0,
+    weight_decay: float = 0.0,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """RAdam (Liu et al. 2020) with decoupled weight decay. Reference: torch.optim.RAdam,
+  optax.radam."""
+
+  def factory(learning_rate, b1, b2, eps, threshold, weight_decay, mask):
+    return optax.chain(scale_by_radam(b1, b2, eps, threshold), _decay(weight_decay, mask),
+                       optax.scale_by_learning_rate(learning_rate))
+
+  return _build("radam", factory, ("mask", "threshold"), learning_rate=learning_rate, b1=b1,
+                b2=b2, eps=eps, threshold=threshold, weight_decay=weight_decay, mask=mask)
+
+
+def ranger(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    sync_period: int = 6,
+    alpha: float = 0.5,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Ranger: RAdam inside Lookahead (k = 6, alpha = 0.5) on an ordinary params tree.
+
+  Defaults are torch-optimi's. Reference: torch-optimi Ranger.
+  """
+
+  def factory(learning_rate, b1, b2, eps, weight_decay, sync_period, alpha, mask):
+    return lookahead(optax.chain(scale_by_radam(b1, b2, eps), _decay(weight_decay, mask),
+                                 optax.scale_by_learning_rate(learning_rate)),
+                     sync_period, alpha)
+
+  return _build("ranger", factory, ("mask", "sync_period", "alpha"),
+                learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                sync_period=sync_period, alpha=alpha, mask=mask)
+
+
+def adam_mini(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    blocks: Blocks = None,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """Adam-mini (Zhang et al. 2024): one second moment per block; see
+  `optimkit.transforms.adam_mini` for the block rules. Reference: the `adam-mini` package."""
+
+  def factory(learning_rate, b1, b2, eps, weight_decay, blocks, mask):
+    return optax.chain(scale_by_adam_mini(b1, b2, eps, blocks), _decay(weight_decay, mask),
+                       optax.scale_by_learning_rate(learning_rate))
+
+  return _build("adam_mini", factory, ("mask", "blocks"), learning_rate=learning_rate, b1=b1,
+                b2=b2, eps=eps, weight_decay=weight_decay, blocks=blocks, mask=mask)
+
+
+def adams(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.95,
+    eps: float = 1e-8,
+    weight_decay: float = 0.1,
+    mask: Mask = None,
+) -> optax.GradientTransformationExtraArgs:
+  """AdamS (Zhang, Wang & Chen 2025): momentum-normalised steps with SGD-momentum memory.
+
+  Defaults are AdamW's LLM settings, which the paper says AdamS inherits."""
+
+  def factory(learning_rate, b1, b2, eps, weight_decay, mask):
+    return optax.chain(scale_by_adams(b1, b2, eps), _decay(weight_decay, mask),
+                       optax.scale_by_learning_rate(learning_rate))
+
+  return _build("adams", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
+                eps=eps, weight_decay=weight_decay, mask=mask)

@@ -56,3 +56,18 @@ def find_state(state: Any, state_type: type) -> Any:
     if found is not None:
       return found
   return None
+
+
+def path_keys(path: tuple) -> list[str]:
+  """The names along a pytree path, without the `.value` attribute of Flax NNX Variables."""
+  names = []
+  for entry in path:
+    if isinstance(entry, jax.tree_util.GetAttrKey) and entry.name == "value":
+      continue
+    for attribute in ("key", "name", "idx"):
+      if hasattr(entry, attribute):
+        names.append(str(getattr(entry, attribute)))
+        break
+    else:
+      names.append(str(entry))
+  return names

@@ -13,18 +13,10 @@ from typing import Any
 
 import jax
 
+from optimkit.transforms._util import path_keys
+
 #: Leaf names that are never decayed: biases and the scales/offsets of normalisation layers.
 NO_DECAY_NAMES = frozenset({"bias", "b", "scale", "gamma", "beta", "embedding_norm"})
-
-
-def _leaf_name(path: tuple) -> str:
-  if not path:
-    return ""
-  last = path[-1]
-  for attribute in ("key", "name", "idx"):
-    if hasattr(last, attribute):
-      return str(getattr(last, attribute))
-  return str(last)
 
 
 def weight_decay_mask(params: Any) -> Any:
@@ -36,6 +28,7 @@ def weight_decay_mask(params: Any) -> Any:
   """
 
   def decide(path, leaf):
-    return getattr(leaf, "ndim", 0) >= 2 and _leaf_name(path) not in NO_DECAY_NAMES
+    names = path_keys(path)
+    return getattr(leaf, "ndim", 0) >= 2 and (not names or names[-1] not in NO_DECAY_NAMES)
 
   return jax.tree_util.tree_map_with_path(decide, params)

@@ -1,0 +1,62 @@
+"""RAdam: Adam with the variance of its adaptive learning rate rectified (Liu, Jiang, He, Chen,
+Liu, Gao & Han 2020, "On the Variance of the Adaptive Learning Rate and Beyond",
+arXiv:1908.03265, Algorithm 2).
+
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t   = rho_inf - 2 t b2^t / (1 - b2^t)
+    if rho_t > threshold:  u = r_t * m_hat / (sqrt(v_hat) + eps),
+                           r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+    else:                  u = m_hat                      (SGD with momentum while v is unreliable)
+
+eps is added to sqrt(v_hat), as in Adam here and in torch-optimi; torch.optim.RAdam adds it to
+sqrt(v) before bias correction (eps / sqrt(1 - b2^t) in this form), a difference of order eps.
+References: torch.optim.RAdam, optax.radam, torch-optimi's RAdam/Ranger.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from optimkit import _checks
+from optimkit.transforms._util import bias_correction, increment, map_like, zeros_like
+from optimkit.transforms.moments import AdamState
+
+
+def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   threshold: float = 5.0) -> optax.GradientTransformation:
+  """RAdam's rectified direction.
+
+  Args:
+    b1, b2: moment decays, [0, 1). Defaults 0.9, 0.999.
+    eps: stabiliser, >= 0. Default 1e-8.
+    threshold: rectify only when rho_t exceeds it. Default 5 (PyTorch, optimi; optax's default).
+  """
+  owner = "scale_by_radam"
+  _checks.check_beta(owner, "b1", b1)
+  _checks.check_beta(owner, "b2", b2)
+  _checks.check_non_negative(owner, "eps", eps)
+  rho_inf = 2.0 / (1.0 - b2) - 1.0
+
+  def init_fn(params):
+    return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros_like(params),
+                     nu=zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
+    nu = map_like(lambda g, v: b2 * v + (1.0 - b2) * (g * g), updates, state.nu)
+    count = increment(state.count)
+    t = count.astype(jnp.result_type(float))
+    c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
+    rho = rho_inf - 2.0 * t * b2 ** t / c2
+    rectified = rho > threshold
+    safe_rho = jnp.where(rectified, rho, rho_inf)  # keeps the unused branch finite
+    ratio = jnp.sqrt((safe_rho - 4.0) * (safe_rho - 2.0) * rho_inf
+                     / ((rho_inf - 4.0) * (rho_inf - 2.0) * safe_rho))
+    direction = map_like(
+        lambda g, m, v: jnp.where(rectified, ratio * (m / c1) / (jnp.sqrt(v / c2) + eps), m / c1),
+        updates, mu, nu)
+    return direction, AdamState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)

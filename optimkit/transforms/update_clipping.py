@@ -1,0 +1,75 @@
+"""StableAdamW's update clipping (Wortsman, Dettmers, Zettlemoyer, Morcos, Farhadi & Schmidt
+2023, "Stable and low-precision training for large-scale vision-language models",
+arXiv:2304.13013, Algorithm 2): AdamW whose step is scaled down, per tensor, whenever the
+gradient is large relative to the second moment (the "stuck" v that causes loss spikes).
+
+    m_hat, v_hat as in Adam
+    RMS_t = sqrt(mean(g_t^2 / max(v_hat_t, eps^2)))       (per tensor, on device: no host sync)
+    u_t   = (m_hat / (sqrt(v_hat) + eps) + wd * w) / max(1, RMS_t)
+
+The factor scales the whole step, weight decay included, as in the paper (its learning rate is
+divided by max(1, RMS)), which is why the decay lives inside this primitive.
+Reference: torch-optimi's StableAdamW.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optimkit import _checks
+from optimkit.transforms._util import bias_correction, increment, map_like, zeros_like
+from optimkit.transforms.moments import AdamState
+
+
+def scale_by_stable_adam(
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """Adam's ratio plus decoupled weight decay, divided per tensor by max(1, RMS(g/sqrt(v_hat))).
+
+  Args:
+    b1, b2: moment decays, [0, 1). Defaults 0.9, 0.99 (the paper's).
+    eps: stabiliser, >= 0. Default 1e-6.
+    weight_decay: decoupled decay, >= 0. Default 0.
+    mask: tree of bools (or callable params -> tree) selecting the leaves to decay.
+  """
+  owner = "scale_by_stable_adam"
+  _checks.check_beta(owner, "b1", b1)
+  _checks.check_beta(owner, "b2", b2)
+  _checks.check_non_negative(owner, "eps", eps)
+  _checks.check_non_negative(owner, "weight_decay", weight_decay)
+
+  def init_fn(params):
+    return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros_like(params),
+                     nu=zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(f"{owner}: update() needs params for the weight decay.")
+    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
+    nu = map_like(lambda g, v: b2 * v + (1.0 - b2) * (g * g), updates, state.nu)
+    count = increment(state.count)
+    c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
+    decays = mask(params) if callable(mask) else mask
+    if decays is None:
+      decays = jax.tree.map(lambda _: True, params)
+
+    def step(g, m, v, w, decay):
+      v_hat = v / c2
+      rms = jnp.sqrt(jnp.mean(g * g / jnp.maximum(v_hat, eps * eps))) if g.size else 1.0
+      direction = (m / c1) / (jnp.sqrt(v_hat) + eps)
+      if decay:
+        direction = direction + weight_decay * w
+      return direction / jnp.maximum(1.0, rms)
+
+    direction = map_like(step, updates, mu, nu, params, decays)
+    return direction, AdamState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
