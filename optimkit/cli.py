@@ -2,6 +2,7 @@
 
     optimkit compare [--optimizers adamw,lion,...] [--steps N] [--seed S] [--out DIR]
                      [--quick] [--lr-sweep] [--data FILE]
+    optimkit schedule NAME --peak LR --steps N [--warmup N] [--end LR] [--out FILE.png]
 """
 
 from __future__ import annotations
@@ -45,6 +46,50 @@ def _compare(args: argparse.Namespace) -> int:
   return 0
 
 
+def schedule_from_cli(name: str, peak: float, steps: int, warmup: int, end: float):
+  """A built-in schedule from the command line's few numbers (see `optimkit schedule -h`)."""
+  from optimkit import schedules as s
+
+  makers = {
+      "constant": lambda: s.constant(peak),
+      "linear": lambda: s.linear(peak, end, steps),
+      "cosine": lambda: s.cosine(peak, steps, end),
+      "warmup_cosine": lambda: s.warmup_cosine(0.0, peak, warmup, steps, end),
+      "wsd": lambda: s.wsd(peak, steps, warmup_steps=warmup, end_value=end),
+      "onecycle": lambda: s.onecycle(peak, steps),
+      "step_decay": lambda: s.step_decay(peak, gamma=0.1, step_size=max(1, steps // 3)),
+      "exponential": lambda: s.exponential(peak, 0.01 ** (1.0 / steps)),
+      "inverse_sqrt": lambda: s.inverse_sqrt(peak, max(1, warmup)),
+      "cosine_restarts": lambda: s.cosine_restarts(peak, max(1, steps // 4), 1, end),
+      "polynomial": lambda: s.polynomial(peak, end, 2.0, steps),
+  }
+  if name not in makers:
+    raise ValueError(f"unknown schedule {name!r}; choose from {sorted(makers)}")
+  return makers[name]()
+
+
+def _schedule(args: argparse.Namespace) -> int:
+  import numpy as np
+
+  from optimkit.schedules import plot_schedule
+
+  warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+  try:
+    schedule = schedule_from_cli(args.name, args.peak, args.steps, warmup, args.end)
+  except ValueError as error:
+    print(f"optimkit schedule: {error}", file=sys.stderr)
+    return 2
+  samples = sorted(set(np.linspace(0, args.steps - 1, 9).astype(int).tolist() + [warmup]))
+  print(f"{args.name}: peak {args.peak:g}, {args.steps} steps, warmup {warmup}, end {args.end:g}")
+  for step in samples:
+    print(f"  step {step:>7}: {float(schedule(step)):.6g}")
+  try:
+    print(f"wrote {plot_schedule(schedule, args.steps, args.out, title=args.name)}")
+  except ImportError as error:
+    print(f"(no PNG: {error})")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="optimkit", description=__doc__.split("\n")[0])
   commands = parser.add_subparsers(dest="command")
@@ -61,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="try 1/3x, 1x and 3x each recipe's learning rate, keep the best")
   compare.add_argument("--data", default=None, help="a text file to train on instead")
   compare.set_defaults(handler=_compare)
+
+  schedule = commands.add_parser("schedule", help="print and draw a built-in learning-rate schedule")
+  schedule.add_argument("name", help="constant, linear, cosine, warmup_cosine, wsd, onecycle, "
+                                     "step_decay, exponential, inverse_sqrt, cosine_restarts, "
+                                     "polynomial")
+  schedule.add_argument("--peak", type=float, required=True, help="peak (or initial) value")
+  schedule.add_argument("--steps", type=int, required=True, help="total steps")
+  schedule.add_argument("--warmup", type=int, default=None, help="warmup steps (default 5%%)")
+  schedule.add_argument("--end", type=float, default=0.0, help="final value (default 0)")
+  schedule.add_argument("--out", default="schedule.png", help="PNG file to write")
+  schedule.set_defaults(handler=_schedule)
   return parser
 
 

@@ -25,6 +25,12 @@ MAKERS = {
     "sophia": lambda: optimkit.sophia(3e-3, weight_decay=0.0, seed=0),
     "schedule_free_adamw": lambda: optimkit.schedule_free_adamw(1e-2),
     "schedule_free_sgd": lambda: optimkit.schedule_free_sgd(0.1),
+    "stable_adamw": lambda: optimkit.stable_adamw(1e-2),
+    "adan": lambda: optimkit.adan(1e-2),
+    "radam": lambda: optimkit.radam(1e-2),
+    "ranger": lambda: optimkit.ranger(1e-2),
+    "adam_mini": lambda: optimkit.adam_mini(1e-2),
+    "adams": lambda: optimkit.adams(1e-2),
 }
 
 rng = np.random.default_rng(0)

@@ -25,6 +25,12 @@ OPTIMIZERS = {
                                       weight_decay=0.0, seed=0, update_interval=1),
     "schedule_free_adamw": lambda: optimkit.schedule_free_adamw(0.05),
     "schedule_free_sgd": lambda: optimkit.schedule_free_sgd(0.05),
+    "stable_adamw": lambda: optimkit.stable_adamw(0.05, weight_decay=1e-4),
+    "adan": lambda: optimkit.adan(0.05, weight_decay=1e-4),
+    "radam": lambda: optimkit.radam(0.05),
+    "ranger": lambda: optimkit.ranger(0.05),
+    "adam_mini": lambda: optimkit.adam_mini(0.05),
+    "adams": lambda: optimkit.adams(0.05, weight_decay=0.0),
 }
 
 
@@ -78,6 +84,14 @@ ROSENBROCK = {
                                       seed=0, update_interval=1, b1=0.9),
     "schedule_free_adamw": lambda: optimkit.schedule_free_adamw(0.02),
     "schedule_free_sgd": lambda: optimkit.schedule_free_sgd(1e-3),
+    "stable_adamw": lambda: optimkit.stable_adamw(0.02, weight_decay=0.0),
+    "adan": lambda: optimkit.adan(0.02, weight_decay=0.0),
+    # RAdam's first steps are plain momentum SGD on |g| ~ 400: warm the rate up (as its users do).
+    "radam": lambda: optimkit.radam(optax.warmup_cosine_decay_schedule(0.0, 0.02, 100, 3000)),
+    "ranger": lambda: optimkit.ranger(optax.warmup_cosine_decay_schedule(0.0, 0.02, 100, 3000)),
+    "adam_mini": lambda: optimkit.adam_mini(0.02),
+    "adams": lambda: optimkit.adams(optax.cosine_decay_schedule(0.02, 3000, 0.01),
+                                    weight_decay=0.0),
 }
 
 
@@ -196,6 +210,13 @@ BAD_HYPERPARAMETERS = [
     (optimkit.sophia, dict(estimator="newton"), "estimator must be one of"),
     (optimkit.schedule_free_adamw, dict(b1=0.0), "b1 must be in \\(0.0, 1.0\\)"),
     (optimkit.schedule_free_sgd, dict(warmup_steps=-5), "warmup_steps must be"),
+    (optimkit.adan, dict(b3=1.0), "adan: b3 must be in \\[0.0, 1.0\\)"),
+    (optimkit.stable_adamw, dict(eps=-1.0), "stable_adamw: eps must be"),
+    (optimkit.radam, dict(b2=1.2), "radam: b2 must be"),
+    (optimkit.ranger, dict(sync_period=0), "sync_period must be an integer >= 1"),
+    (optimkit.ranger, dict(alpha=1.5), "alpha must be in \\[0.0, 1.0\\]"),
+    (optimkit.adam_mini, dict(b1=-0.5), "adam_mini: b1 must be"),
+    (optimkit.adams, dict(weight_decay=-1.0), "adams: weight_decay must be"),
     (optimkit.adamw, dict(learning_rate=lambda step: -1.0 + 0 * step),
      "learning_rate \\(at step 0 of the schedule\\) must be"),
 ]

@@ -70,3 +70,13 @@ def test_cli_compare_writes_table_json_and_png(tmp_path, capsys):
 def test_cli_rejects_unknown_optimizer(capsys):
   assert cli.main(["compare", "--optimizers", "adamw,nope"]) == 2
   assert "unknown optimizers ['nope']" in capsys.readouterr().err
+
+
+def test_cli_schedule_prints_values_and_writes_png(tmp_path, capsys):
+  out = tmp_path / "wsd.png"
+  assert cli.main(["schedule", "wsd", "--peak", "1e-3", "--steps", "200", "--out", str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "step      10: 0.001" in printed  # end of the default 5% warmup: the peak
+  assert "step     199:" in printed
+  assert out.read_bytes()[:4] == b"\x89PNG"
+  assert cli.main(["schedule", "nope", "--peak", "1", "--steps", "10"]) == 2
