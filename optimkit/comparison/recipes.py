@@ -13,6 +13,9 @@ Sources:
              rho 0.05, wd 0.2, betas (0.965, 0.99), Hessian every 10 steps (Sophia-G).
   schedule_free_adamw  Defazio et al. 2024 / schedulefree defaults: lr 2.5e-3, warmup 5%,
              no schedule.
+  stable_adamw, adam_mini, adams, radam, ranger  AdamW's recipe: their papers present them as
+             drop-in replacements taking AdamW's hyperparameters (Adam-mini, AdamS explicitly).
+  adan       Xie et al. 2022: betas (0.98, 0.92, 0.99), weight decay 0.02, AdamW-like lr.
   others     the defaults their papers give for language models where there is one (LAMB:
              Adam-like lr with trust ratio; RMSprop/AdaGrad/SGD: their common small-model lrs).
 """
@@ -59,6 +62,18 @@ RECIPES: dict[str, Recipe] = {
     "sgd": Recipe(0.3, lambda lr, n: optimizers.sgd(warmup_cosine(lr, n), momentum=0.9)),
     "rmsprop": Recipe(1e-3, lambda lr, n: optimizers.rmsprop(warmup_cosine(lr, n))),
     "adagrad": Recipe(3e-2, lambda lr, n: optimizers.adagrad(warmup_cosine(lr, n))),
+    "stable_adamw": Recipe(1e-3, lambda lr, n: optimizers.stable_adamw(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "adan": Recipe(1e-3, lambda lr, n: optimizers.adan(
+        warmup_cosine(lr, n), weight_decay=0.02, mask=weight_decay_mask)),
+    "radam": Recipe(1e-3, lambda lr, n: optimizers.radam(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "ranger": Recipe(1e-3, lambda lr, n: optimizers.ranger(
+        warmup_cosine(lr, n), weight_decay=0.1, mask=weight_decay_mask)),
+    "adam_mini": Recipe(1e-3, lambda lr, n: optimizers.adam_mini(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "adams": Recipe(1e-3, lambda lr, n: optimizers.adams(
+        warmup_cosine(lr, n), b2=0.95, weight_decay=0.1, mask=weight_decay_mask)),
 }
 
 DEFAULT_OPTIMIZERS = ("adamw", "lion", "adafactor", "sophia", "schedule_free_adamw")
