@@ -8,8 +8,10 @@ from optimkit._checks import TreeMismatchError
 from optimkit.comparison import compare
 from optimkit.hyperparams import inject_hyperparams, set_hyperparams
 from optimkit.optimizers import (
-    adafactor, adagrad, adam, adam_mini, adams, adamw, adan, lamb, lars, lion, radam, ranger,
-    rmsprop, schedule_free_adamw, schedule_free_sgd, sgd, sophia, stable_adamw)
+    adafactor, adagrad, adam, adam_mini, adams, adamw, adamw_4bit, adamw_8bit, adan, lamb, lars,
+    lion, lion_8bit, radam, ranger, rmsprop, schedule_free_adamw, schedule_free_sgd, sgd, sophia,
+    stable_adamw)
+from optimkit.state import StateStorage, compensated_updates
 from optimkit.transforms import (
     AdaGradState, AdamMiniState, AdamSState, AdanState, LookaheadState, adam_mini_blocks,
     lookahead, scale_by_adam_mini, scale_by_adams, scale_by_adan, scale_by_radam,

@@ -8,7 +8,9 @@ Every optimizer here
     (a tree of bools or a callable params -> tree; `optimkit.weight_decay_mask` excludes biases
     and normalisation scales);
   - raises ValueError at construction for an invalid hyperparameter, and at the first update
-    for a gradient tree that does not match the parameters, naming the first differing path.
+    for a gradient tree that does not match the parameters, naming the first differing path;
+  - stores its moments in the format `state_storage` names: "float32" (default), "bfloat16"
+    (stochastic rounding), "8bit" or "4bit" (see `optimkit.state`).
 
 Argument names follow optax wherever the concept is the same, so switching is one import.
 """
@@ -22,6 +24,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.hyperparams import inject_hyperparams, with_tree_check
+from optimkit.state.storage import StorageLike
 from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini
 from optimkit.transforms.adams import scale_by_adams
 from optimkit.transforms.adan import scale_by_adan
@@ -29,7 +32,7 @@ from optimkit.transforms.factored import scale_by_factored_rms, scale_by_relativ
 from optimkit.transforms.hessian import HessianEstimator, scale_by_sophia
 from optimkit.transforms.lookahead import lookahead
 from optimkit.transforms.moments import (
-    scale_by_adagrad, scale_by_adam, scale_by_momentum, scale_by_rms)
+    scale_by_adagrad, scale_by_adam, scale_by_ema, scale_by_momentum, scale_by_rms)
 from optimkit.transforms.rectified import scale_by_radam
 from optimkit.transforms.schedule_free import schedule_free
 from optimkit.transforms.sign_momentum import scale_by_sign_momentum
@@ -66,6 +69,7 @@ def sgd(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """SGD with optional heavy-ball or Nesterov momentum and decoupled weight decay (SGDW).
 
@@ -75,15 +79,17 @@ def sgd(
   `decouple_wd=True` (with decay).
   """
 
-  def factory(learning_rate, momentum, nesterov, weight_decay, mask):
+  def factory(learning_rate, momentum, nesterov, weight_decay, mask, state_storage):
     parts = []
     if momentum is not None:
-      parts.append(scale_by_momentum(momentum, nesterov))
+      parts.append(scale_by_momentum(momentum, nesterov, storage=state_storage))
     parts += [_decay(weight_decay, mask), optax.scale_by_learning_rate(learning_rate)]
     return optax.chain(*parts)
 
-  return _build("sgd", factory, ("mask",), learning_rate=learning_rate, momentum=momentum,
-                nesterov=nesterov, weight_decay=weight_decay, mask=mask)
+  return _build("sgd", factory, ("mask", "state_storage"), learning_rate=learning_rate,
+                momentum=momentum,
+                nesterov=nesterov, weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 def adagrad(
@@ -93,6 +99,7 @@ def adagrad(
     eps_in_sqrt: bool = True,
     weight_decay: float = 0.0,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """AdaGrad (Duchi et al. 2011): w <- w - lr (g / sqrt(sum g^2 + eps) + wd w).
 
@@ -100,16 +107,18 @@ def adagrad(
   torch.optim.Adagrad. Reference: both.
   """
 
-  def factory(learning_rate, initial_accumulator_value, eps, eps_in_sqrt, weight_decay, mask):
+  def factory(learning_rate, initial_accumulator_value, eps, eps_in_sqrt, weight_decay, mask,
+              state_storage):
     return optax.chain(
-        scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt),
+        scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt, storage=state_storage),
         _decay(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
     )
 
-  return _build("adagrad", factory, ("mask",), learning_rate=learning_rate,
+  return _build("adagrad", factory, ("mask", "state_storage"), learning_rate=learning_rate,
                 initial_accumulator_value=initial_accumulator_value, eps=eps,
-                eps_in_sqrt=eps_in_sqrt, weight_decay=weight_decay, mask=mask)
+                eps_in_sqrt=eps_in_sqrt, weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 def rmsprop(
@@ -123,6 +132,7 @@ def rmsprop(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """RMSprop (Hinton 2012), optionally centered and with momentum; see `scale_by_rms`.
 
@@ -130,19 +140,21 @@ def rmsprop(
   """
 
   def factory(learning_rate, decay, eps, initial_scale, eps_in_sqrt, centered, momentum,
-              nesterov, weight_decay, mask):
+              nesterov, weight_decay, mask, state_storage):
     return optax.chain(
         scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, centered, momentum or 0.0,
-                     nesterov),
+                     nesterov, storage=state_storage),
         _decay(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
     )
 
   # momentum decides whether a buffer exists, so it is structural (static), as in optax.
-  return _build("rmsprop", factory, ("mask", "momentum"), learning_rate=learning_rate,
+  return _build("rmsprop", factory, ("mask", "momentum", "state_storage"),
+                learning_rate=learning_rate,
                 decay=decay, eps=eps, initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt,
                 centered=centered, momentum=momentum, nesterov=nesterov,
-                weight_decay=weight_decay, mask=mask)
+                weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 def adam(
@@ -151,15 +163,18 @@ def adam(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Adam (Kingma & Ba 2015). Reference: torch.optim.Adam, optax.adam."""
 
-  def factory(learning_rate, b1, b2, eps, eps_root):
-    return optax.chain(scale_by_adam(b1, b2, eps, eps_root),
+  def factory(learning_rate, b1, b2, eps, eps_root, state_storage):
+    return optax.chain(scale_by_adam(b1, b2, eps, eps_root, storage=state_storage),
                        optax.scale_by_learning_rate(learning_rate))
 
-  return _build("adam", factory, (), learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
-                eps_root=eps_root)
+  return _build("adam", factory, ("state_storage",), learning_rate=learning_rate, b1=b1, b2=b2,
+                eps=eps,
+                eps_root=eps_root,
+                state_storage=state_storage)
 
 
 def adamw(
@@ -170,6 +185,7 @@ def adamw(
     eps_root: float = 0.0,
     weight_decay: float = 1e-4,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """AdamW (Loshchilov & Hutter 2019): w <- w - lr (m_hat / (sqrt(v_hat) + eps) + wd w).
 
@@ -177,15 +193,17 @@ def adamw(
   optax.adamw.
   """
 
-  def factory(learning_rate, b1, b2, eps, eps_root, weight_decay, mask):
+  def factory(learning_rate, b1, b2, eps, eps_root, weight_decay, mask, state_storage):
     return optax.chain(
-        scale_by_adam(b1, b2, eps, eps_root),
+        scale_by_adam(b1, b2, eps, eps_root, storage=state_storage),
         _decay(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
     )
 
-  return _build("adamw", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
-                eps=eps, eps_root=eps_root, weight_decay=weight_decay, mask=mask)
+  return _build("adamw", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
+                b2=b2,
+                eps=eps, eps_root=eps_root, weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,21 +216,24 @@ def lion(
     b2: float = 0.99,
     weight_decay: float = 1e-3,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Lion (Chen et al. 2023): w <- w - lr (sign(b1 m + (1 - b1) g) + wd w).
 
   Reference: lion-pytorch, optax.lion. Default weight decay is optax's.
   """
 
-  def factory(learning_rate, b1, b2, weight_decay, mask):
+  def factory(learning_rate, b1, b2, weight_decay, mask, state_storage):
     return optax.chain(
-        scale_by_sign_momentum(b1, b2),
+        scale_by_sign_momentum(b1, b2, storage=state_storage),
         _decay(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
     )
 
-  return _build("lion", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
-                weight_decay=weight_decay, mask=mask)
+  return _build("lion", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
+                b2=b2,
+                weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 def adafactor(
@@ -229,6 +250,7 @@ def adafactor(
     factored: bool = True,
     relative_step: bool = True,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Adafactor (Shazeer & Stern 2018); see `optimkit.transforms.factored` for the equations.
 
@@ -243,7 +265,7 @@ def adafactor(
 
   def factory(learning_rate, min_dim_size_to_factor, decay_rate, decay_offset,
               multiply_by_parameter_scale, clipping_threshold, momentum, weight_decay, eps,
-              eps_scale, factored, relative_step, mask):
+              eps_scale, factored, relative_step, mask, state_storage):
     parts = [
         scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps,
                               clipping_threshold),
@@ -251,7 +273,7 @@ def adafactor(
                                     eps_scale),
     ]
     if momentum is not None:
-      parts.append(optax.ema(momentum, debias=False))
+      parts.append(scale_by_ema(momentum, storage=state_storage))
     parts += [_decay(learning_rate * weight_decay, mask), optax.scale(-1.0)]
     return optax.chain(*parts)
 
@@ -262,7 +284,8 @@ def adafactor(
                 multiply_by_parameter_scale=multiply_by_parameter_scale,
                 clipping_threshold=clipping_threshold, momentum=momentum,
                 weight_decay=weight_decay, eps=eps, eps_scale=eps_scale, factored=factored,
-                relative_step=relative_step, mask=mask)
+                relative_step=relative_step, mask=mask,
+                state_storage=state_storage)
 
 
 def lamb(
@@ -275,6 +298,7 @@ def lamb(
     mask: Mask = None,
     stack_dims: StackDims = 0,
     trust_mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """LAMB (You et al. 2019): Adam's ratio plus decay, scaled per layer by ||w|| / ||u||.
 
@@ -283,18 +307,20 @@ def lamb(
   stacks, against the unstacked model).
   """
 
-  def factory(learning_rate, b1, b2, eps, eps_root, weight_decay, mask, stack_dims, trust_mask):
+  def factory(learning_rate, b1, b2, eps, eps_root, weight_decay, mask, stack_dims, trust_mask,
+              state_storage):
     return optax.chain(
-        scale_by_adam(b1, b2, eps, eps_root),
+        scale_by_adam(b1, b2, eps, eps_root, storage=state_storage),
         _decay(weight_decay, mask),
         scale_by_trust_ratio(stack_dims=stack_dims, mask=trust_mask),
         optax.scale_by_learning_rate(learning_rate),
     )
 
-  return _build("lamb", factory, ("mask", "stack_dims", "trust_mask"),
+  return _build("lamb", factory, ("mask", "stack_dims", "trust_mask", "state_storage"),
                 learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
                 weight_decay=weight_decay, mask=mask, stack_dims=stack_dims,
-                trust_mask=trust_mask)
+                trust_mask=trust_mask,
+                state_storage=state_storage)
 
 
 def lars(
@@ -307,6 +333,7 @@ def lars(
     momentum: float = 0.9,
     nesterov: bool = False,
     stack_dims: StackDims = 0,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """LARS (You et al. 2017): v <- momentum v + lr * eta ||w|| / ||g + wd w|| (g + wd w); w -= v.
 
@@ -314,19 +341,20 @@ def lars(
   """
 
   def factory(learning_rate, weight_decay, mask, trust_coefficient, eps, trust_mask, momentum,
-              nesterov, stack_dims):
+              nesterov, stack_dims, state_storage):
     return optax.chain(
         _decay(weight_decay, mask),
         scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps,
                              stack_dims=stack_dims, mask=trust_mask),
         optax.scale_by_learning_rate(learning_rate),
-        scale_by_momentum(momentum, nesterov),
+        scale_by_momentum(momentum, nesterov, storage=state_storage),
     )
 
-  return _build("lars", factory, ("mask", "stack_dims", "trust_mask"),
+  return _build("lars", factory, ("mask", "stack_dims", "trust_mask", "state_storage"),
                 learning_rate=learning_rate, weight_decay=weight_decay, mask=mask,
                 trust_coefficient=trust_coefficient, eps=eps, trust_mask=trust_mask,
-                momentum=momentum, nesterov=nesterov, stack_dims=stack_dims)
+                momentum=momentum, nesterov=nesterov, stack_dims=stack_dims,
+                state_storage=state_storage)
 
 
 _SOPHIA_GAMMA = {"gnb": 0.04, "hutchinson": 0.01}
@@ -343,6 +371,7 @@ def sophia(
     estimator: Union[str, HessianEstimator] = "gnb",
     seed: int | None = None,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Sophia (Liu et al. 2023): w <- w - lr (clip(m / (gamma h + eps), 1) + wd w).
 
@@ -355,17 +384,20 @@ def sophia(
     gamma = _SOPHIA_GAMMA.get(estimator, 0.04) if isinstance(estimator, str) else 0.04
 
   def factory(learning_rate, b1, b2, gamma, eps, weight_decay, update_interval, estimator, seed,
-              mask):
+              mask, state_storage):
     return optax.chain(
-        scale_by_sophia(b1, b2, gamma, eps, update_interval, estimator, seed),
+        scale_by_sophia(b1, b2, gamma, eps, update_interval, estimator, seed,
+                        storage=state_storage),
         _decay(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
     )
 
-  return _build("sophia", factory, ("mask", "update_interval", "estimator", "seed"),
+  return _build("sophia", factory, ("mask", "update_interval", "estimator", "seed",
+                "state_storage"),
                 learning_rate=learning_rate, b1=b1, b2=b2, gamma=gamma, eps=eps,
                 weight_decay=weight_decay, update_interval=update_interval,
-                estimator=estimator, seed=seed, mask=mask)
+                estimator=estimator, seed=seed, mask=mask,
+                state_storage=state_storage)
 
 
 def schedule_free_adamw(
@@ -378,6 +410,7 @@ def schedule_free_adamw(
     r: float = 0.0,
     weight_lr_power: float = 2.0,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Schedule-free AdamW (Defazio et al. 2024) exactly as the authors' AdamWScheduleFree.
 
@@ -387,16 +420,19 @@ def schedule_free_adamw(
   `optimkit.schedule_free_eval_params(state, params)` (x). Reference: schedulefree 1.4.
   """
 
-  def factory(learning_rate, b1, b2, eps, weight_decay, warmup_steps, r, weight_lr_power, mask):
+  def factory(learning_rate, b1, b2, eps, weight_decay, warmup_steps, r, weight_lr_power, mask,
+              state_storage):
     return optax.chain(
-        scale_by_adam(0.0, b2, eps),
+        scale_by_adam(0.0, b2, eps, storage=state_storage),
         _decay(weight_decay, mask),
         schedule_free(learning_rate, b1, weight_lr_power, r, warmup_steps),
     )
 
-  return _build("schedule_free_adamw", factory, ("mask",), learning_rate=learning_rate, b1=b1,
+  return _build("schedule_free_adamw", factory, ("mask", "state_storage"),
+                learning_rate=learning_rate, b1=b1,
                 b2=b2, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-                weight_lr_power=weight_lr_power, mask=mask)
+                weight_lr_power=weight_lr_power, mask=mask,
+                state_storage=state_storage)
 
 
 def schedule_free_sgd(
@@ -407,19 +443,23 @@ def schedule_free_sgd(
     r: float = 0.0,
     weight_lr_power: float = 2.0,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Schedule-free SGD (Defazio et al. 2024) as the authors' SGDScheduleFree (their `momentum`
   is `b1` here, as in optax). Reference: schedulefree 1.4."""
 
-  def factory(learning_rate, b1, weight_decay, warmup_steps, r, weight_lr_power, mask):
+  def factory(learning_rate, b1, weight_decay, warmup_steps, r, weight_lr_power, mask,
+              state_storage):
     return optax.chain(
         _decay(weight_decay, mask),
         schedule_free(learning_rate, b1, weight_lr_power, r, warmup_steps),
     )
 
-  return _build("schedule_free_sgd", factory, ("mask",), learning_rate=learning_rate, b1=b1,
+  return _build("schedule_free_sgd", factory, ("mask", "state_storage"),
+                learning_rate=learning_rate, b1=b1,
                 weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-                weight_lr_power=weight_lr_power, mask=mask)
+                weight_lr_power=weight_lr_power, mask=mask,
+                state_storage=state_storage)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,18 +473,21 @@ def stable_adamw(
     eps: float = 1e-6,
     weight_decay: float = 1e-2,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """StableAdamW (Wortsman et al. 2023): AdamW with per-tensor update clipping, on device.
 
   Defaults are torch-optimi's. Reference: torch-optimi StableAdamW.
   """
 
-  def factory(learning_rate, b1, b2, eps, weight_decay, mask):
-    return optax.chain(scale_by_stable_adam(b1, b2, eps, weight_decay, mask),
+  def factory(learning_rate, b1, b2, eps, weight_decay, mask, state_storage):
+    return optax.chain(scale_by_stable_adam(b1, b2, eps, weight_decay, mask, storage=state_storage),
                        optax.scale_by_learning_rate(learning_rate))
 
-  return _build("stable_adamw", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
-                eps=eps, weight_decay=weight_decay, mask=mask)
+  return _build("stable_adamw", factory, ("mask", "state_storage"), learning_rate=learning_rate,
+                b1=b1, b2=b2,
+                eps=eps, weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 def adan(
@@ -455,21 +498,24 @@ def adan(
     eps: float = 1e-8,
     weight_decay: float = 0.02,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Adan (Xie et al. 2022) with the paper's proximal weight decay:
   w <- (w - lr u) / (1 + lr wd). Defaults are the authors'. Reference: torch-optimi Adan."""
 
-  def factory(learning_rate, b1, b2, b3, eps, weight_decay, mask):
+  def factory(learning_rate, b1, b2, b3, eps, weight_decay, mask, state_storage):
     # -lr (u + wd w) / (1 + lr wd) is the proximal step written as an update.
     return optax.chain(
-        scale_by_adan(b1, b2, b3, eps),
+        scale_by_adan(b1, b2, b3, eps, storage=state_storage),
         _decay(weight_decay, mask),
         optax.scale_by_learning_rate(learning_rate),
         optax.scale(1.0 / (1.0 + learning_rate * weight_decay)),
     )
 
-  return _build("adan", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2, b3=b3,
-                eps=eps, weight_decay=weight_decay, mask=mask)
+  return _build("adan", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
+                b2=b2, b3=b3,
+                eps=eps, weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 def radam(
@@ -480,16 +526,20 @@ def radam(
     threshold: float = 5.0,
     weight_decay: float = 0.0,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """RAdam (Liu et al. 2020) with decoupled weight decay. Reference: torch.optim.RAdam,
   optax.radam."""
 
-  def factory(learning_rate, b1, b2, eps, threshold, weight_decay, mask):
-    return optax.chain(scale_by_radam(b1, b2, eps, threshold), _decay(weight_decay, mask),
+  def factory(learning_rate, b1, b2, eps, threshold, weight_decay, mask, state_storage):
+    return optax.chain(scale_by_radam(b1, b2, eps, threshold, storage=state_storage),
+                       _decay(weight_decay, mask),
                        optax.scale_by_learning_rate(learning_rate))
 
-  return _build("radam", factory, ("mask", "threshold"), learning_rate=learning_rate, b1=b1,
-                b2=b2, eps=eps, threshold=threshold, weight_decay=weight_decay, mask=mask)
+  return _build("radam", factory, ("mask", "threshold", "state_storage"),
+                learning_rate=learning_rate, b1=b1,
+                b2=b2, eps=eps, threshold=threshold, weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
 
 
 def ranger(
@@ -501,20 +551,23 @@ def ranger(
     sync_period: int = 6,
     alpha: float = 0.5,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Ranger: RAdam inside Lookahead (k = 6, alpha = 0.5) on an ordinary params tree.
 
   Defaults are torch-optimi's. Reference: torch-optimi Ranger.
   """
 
-  def factory(learning_rate, b1, b2, eps, weight_decay, sync_period, alpha, mask):
-    return lookahead(optax.chain(scale_by_radam(b1, b2, eps), _decay(weight_decay, mask),
+  def factory(learning_rate, b1, b2, eps, weight_decay, sync_period, alpha, mask, state_storage):
+    return lookahead(optax.chain(scale_by_radam(b1, b2, eps, storage=state_storage),
+                     _decay(weight_decay, mask),
                                  optax.scale_by_learning_rate(learning_rate)),
                      sync_period, alpha)
 
-  return _build("ranger", factory, ("mask", "sync_period", "alpha"),
+  return _build("ranger", factory, ("mask", "sync_period", "alpha", "state_storage"),
                 learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                sync_period=sync_period, alpha=alpha, mask=mask)
+                sync_period=sync_period, alpha=alpha, mask=mask,
+                state_storage=state_storage)
 
 
 def adam_mini(
@@ -525,16 +578,20 @@ def adam_mini(
     weight_decay: float = 0.0,
     blocks: Blocks = None,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Adam-mini (Zhang et al. 2024): one second moment per block; see
   `optimkit.transforms.adam_mini` for the block rules. Reference: the `adam-mini` package."""
 
-  def factory(learning_rate, b1, b2, eps, weight_decay, blocks, mask):
-    return optax.chain(scale_by_adam_mini(b1, b2, eps, blocks), _decay(weight_decay, mask),
+  def factory(learning_rate, b1, b2, eps, weight_decay, blocks, mask, state_storage):
+    return optax.chain(scale_by_adam_mini(b1, b2, eps, blocks, storage=state_storage),
+                       _decay(weight_decay, mask),
                        optax.scale_by_learning_rate(learning_rate))
 
-  return _build("adam_mini", factory, ("mask", "blocks"), learning_rate=learning_rate, b1=b1,
-                b2=b2, eps=eps, weight_decay=weight_decay, blocks=blocks, mask=mask)
+  return _build("adam_mini", factory, ("mask", "blocks", "state_storage"),
+                learning_rate=learning_rate, b1=b1,
+                b2=b2, eps=eps, weight_decay=weight_decay, blocks=blocks, mask=mask,
+                state_storage=state_storage)
 
 
 def adams(
@@ -544,14 +601,40 @@ def adams(
     eps: float = 1e-8,
     weight_decay: float = 0.1,
     mask: Mask = None,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """AdamS (Zhang, Wang & Chen 2025): momentum-normalised steps with SGD-momentum memory.
 
   Defaults are AdamW's LLM settings, which the paper says AdamS inherits."""
 
-  def factory(learning_rate, b1, b2, eps, weight_decay, mask):
-    return optax.chain(scale_by_adams(b1, b2, eps), _decay(weight_decay, mask),
+  def factory(learning_rate, b1, b2, eps, weight_decay, mask, state_storage):
+    return optax.chain(scale_by_adams(b1, b2, eps, storage=state_storage), _decay(weight_decay,
+                       mask),
                        optax.scale_by_learning_rate(learning_rate))
 
-  return _build("adams", factory, ("mask",), learning_rate=learning_rate, b1=b1, b2=b2,
-                eps=eps, weight_decay=weight_decay, mask=mask)
+  return _build("adams", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
+                b2=b2,
+                eps=eps, weight_decay=weight_decay, mask=mask,
+                state_storage=state_storage)
+
+
+# ----------------------------------------------------------------------------------------------
+# The names people search for.
+
+
+def adamw_8bit(learning_rate: ScalarOrSchedule = 1e-3, **kwargs
+               ) -> optax.GradientTransformationExtraArgs:
+  """AdamW with blockwise 8-bit moments (~2 bytes of state per parameter)."""
+  return adamw(learning_rate, state_storage="8bit", **kwargs)
+
+
+def adamw_4bit(learning_rate: ScalarOrSchedule = 1e-3, **kwargs
+               ) -> optax.GradientTransformationExtraArgs:
+  """AdamW with 4-bit moments (~1 byte of state per parameter)."""
+  return adamw(learning_rate, state_storage="4bit", **kwargs)
+
+
+def lion_8bit(learning_rate: ScalarOrSchedule = 1e-4, **kwargs
+              ) -> optax.GradientTransformationExtraArgs:
+  """Lion with a blockwise 8-bit momentum (~1 byte of state per parameter)."""
+  return lion(learning_rate, state_storage="8bit", **kwargs)

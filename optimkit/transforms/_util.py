@@ -28,8 +28,9 @@ def map_like(fn: Callable[..., jax.Array], reference: Any, *trees: Any) -> Any:
   return jax.tree.map(lambda ref, *xs: fn(ref, *xs).astype(ref.dtype), reference, *trees)
 
 
-def zeros_like(tree: Any, dtype: Any = None) -> Any:
-  return jax.tree.map(lambda x: jnp.zeros(x.shape, dtype or x.dtype), tree)
+def ema(decay: Any, new: Any, old: Any) -> Any:
+  """decay * old + (1 - decay) * new, leaf by leaf, in the dtype of `old` or wider."""
+  return jax.tree.map(lambda n, o: decay * o + (1.0 - decay) * n, new, old)
 
 
 def unzip_leaf(reference: Any, tuples: Any, index: int) -> Any:

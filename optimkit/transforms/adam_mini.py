@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import bias_correction, increment, map_like, path_keys, zeros_like
+from optimkit.state.storage import StorageLike, compute_dtype, resolve
+from optimkit.transforms._util import bias_correction, ema, increment, map_like, path_keys
 
 Blocks = Union[Any, Callable[[Any], Any], None]
 
@@ -83,13 +84,16 @@ class AdamMiniState(NamedTuple):
 
 
 def scale_by_adam_mini(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                       blocks: Blocks = None) -> optax.GradientTransformation:
+                       blocks: Blocks = None,
+                       storage: StorageLike = "float32") -> optax.GradientTransformation:
   """Adam-mini's direction.
 
   Args:
     b1, b2: moment decays, [0, 1). Defaults 0.9, 0.999.
     eps: stabiliser, >= 0. Default 1e-8.
     blocks: per-leaf axes to average g^2 over; None uses `adam_mini_blocks`.
+    storage: how the first moment is stored (see `optimkit.state`); the per-block second
+      moments are tiny and stay at full precision. Default "float32".
   """
   owner = "scale_by_adam_mini"
   _checks.check_beta(owner, "b1", b1)
@@ -101,16 +105,20 @@ def scale_by_adam_mini(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
       return adam_mini_blocks(params)
     return blocks(params) if callable(blocks) else blocks
 
+  store = resolve(storage)
+
   def init_fn(params):
     axes = axes_for(params)
     nu = jax.tree.map(
-        lambda p, a: jnp.zeros([1 if i in a else n for i, n in enumerate(p.shape)], p.dtype),
+        lambda p, a: jnp.zeros([1 if i in a else n for i, n in enumerate(p.shape)],
+                               compute_dtype(p)),
         params, axes, is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x))
-    return AdamMiniState(count=jnp.zeros([], jnp.int32), mu=zeros_like(params), nu=nu)
+    return AdamMiniState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
+                         nu=nu)
 
   def update_fn(updates, state, params=None):
     del params
-    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
+    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
     # The block of each leaf is recovered from the state's shape: reduced axes have size 1
     # where the gradient's do not (a size-1 axis of the gradient reduces to itself either way).
     nu = jax.tree.map(
@@ -121,6 +129,7 @@ def scale_by_adam_mini(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     count = increment(state.count)
     c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
     direction = map_like(lambda g, m, v: (m / c1) / (jnp.sqrt(v / c2) + eps), updates, mu, nu)
-    return direction, AdamMiniState(count=count, mu=mu, nu=nu)
+    return direction, AdamMiniState(count=count,
+                                    mu=store.write(mu, updates, state.mu, signed=True), nu=nu)
 
   return optax.GradientTransformation(init_fn, update_fn)

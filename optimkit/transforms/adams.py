@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import map_like, zeros_like
+from optimkit.state.storage import StorageLike, resolve
+from optimkit.transforms._util import ema, map_like
 
 
 class AdamSState(NamedTuple):
@@ -30,7 +32,8 @@ class AdamSState(NamedTuple):
 
 
 def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
-                   eps: float = 1e-8) -> optax.GradientTransformation:
+                   eps: float = 1e-8,
+                   storage: StorageLike = "float32") -> optax.GradientTransformation:
   """AdamS's direction m_t / (sqrt(b2 m_{t-1}^2 + (1 - b2) g_t^2) + eps).
 
   Args:
@@ -38,20 +41,24 @@ def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
     b2: weight of the previous momentum in the normaliser, [0, 1). Default 0.95 (AdamW's LLM
       setting, which the paper inherits).
     eps: stabiliser, >= 0. Default 1e-8.
+    storage: how the momentum is stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_adams"
   _checks.check_beta(owner, "b1", b1)
   _checks.check_beta(owner, "b2", b2)
   _checks.check_non_negative(owner, "eps", eps)
 
+  store = resolve(storage)
+
   def init_fn(params):
-    return AdamSState(mu=zeros_like(params))
+    return AdamSState(mu=store.init(params, signed=True))
 
   def update_fn(updates, state, params=None):
     del params
-    normaliser = map_like(lambda g, m: b2 * m * m + (1.0 - b2) * g * g, updates, state.mu)
-    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
+    old = store.read(state.mu, updates, signed=True)
+    normaliser = jax.tree.map(lambda g, m: b2 * m * m + (1.0 - b2) * g * g, updates, old)
+    mu = ema(b1, updates, old)
     direction = map_like(lambda g, m, v: m / (jnp.sqrt(v) + eps), updates, mu, normaliser)
-    return direction, AdamSState(mu=mu)
+    return direction, AdamSState(mu=store.write(mu, updates, state.mu, signed=True))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import bias_correction, increment, map_like, zeros_like
+from optimkit.state.storage import StorageLike, resolve
+from optimkit.transforms._util import bias_correction, ema, increment, map_like
 
 
 class AdanState(NamedTuple):
@@ -39,7 +40,8 @@ class AdanState(NamedTuple):
 
 
 def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
-                  eps: float = 1e-8) -> optax.GradientTransformation:
+                  eps: float = 1e-8,
+                  storage: StorageLike = "float32") -> optax.GradientTransformation:
   """Adan's direction (m_hat + b2 v_hat) / (sqrt(n_hat) + eps).
 
   Args:
@@ -47,30 +49,38 @@ def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
     b2: decay of the gradient-difference EMA, [0, 1). Default 0.92.
     b3: decay of the squared-direction EMA, [0, 1). Default 0.99.
     eps: added to the denominator, >= 0. Default 1e-8 (the authors').
+    storage: how the moments and the previous gradient are stored. Default "float32".
   """
   owner = "scale_by_adan"
   for name, value in (("b1", b1), ("b2", b2), ("b3", b3)):
     _checks.check_beta(owner, name, value)
   _checks.check_non_negative(owner, "eps", eps)
 
+  store = resolve(storage)
+
   def init_fn(params):
-    return AdanState(count=jnp.zeros([], jnp.int32), mu=zeros_like(params),
-                     delta=zeros_like(params), nu=zeros_like(params),
-                     previous_grad=zeros_like(params))
+    return AdanState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
+                     delta=store.init(params, signed=True), nu=store.init(params, signed=False),
+                     previous_grad=store.init(params, signed=True))
 
   def update_fn(updates, state, params=None):
     del params
     first = state.count == 0
-    difference = map_like(lambda g, p: jnp.where(first, 0.0, g - p), updates, state.previous_grad)
-    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
-    delta = map_like(lambda d, v: b2 * v + (1.0 - b2) * d, difference, state.delta)
-    nu = map_like(lambda g, d, n: b3 * n + (1.0 - b3) * jnp.square(g + b2 * d),
-                  updates, difference, state.nu)
+    previous = store.read(state.previous_grad, updates, signed=True)
+    difference = jax.tree.map(lambda g, p: jnp.where(first, 0.0, g - p), updates, previous)
+    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
+    delta = ema(b2, difference, store.read(state.delta, updates, signed=True))
+    nu = ema(b3, jax.tree.map(lambda g, d: jnp.square(g + b2 * d), updates, difference),
+             store.read(state.nu, updates, signed=False))
     count = increment(state.count)
     c1, c2, c3 = (bias_correction(b, count) for b in (b1, b2, b3))
     direction = map_like(
         lambda g, m, v, n: (m / c1 + b2 * v / c2) / (jnp.sqrt(n / c3) + eps),
         updates, mu, delta, nu)
-    return direction, AdanState(count=count, mu=mu, delta=delta, nu=nu, previous_grad=updates)
+    return direction, AdanState(
+        count=count, mu=store.write(mu, updates, state.mu, signed=True),
+        delta=store.write(delta, updates, state.delta, signed=True),
+        nu=store.write(nu, updates, state.nu, signed=False),
+        previous_grad=store.write(updates, updates, state.previous_grad, signed=True))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import increment, map_like, zeros_like
+from optimkit.state.storage import StorageLike, resolve
+from optimkit.transforms._util import ema, increment, map_like
 
 HessianEstimator = Callable[..., Any]
 
@@ -110,6 +111,7 @@ def scale_by_sophia(
     update_interval: int = 10,
     estimator: Union[str, HessianEstimator] = "gnb",
     seed: int | None = None,
+    storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """Sophia's clipped, Hessian-preconditioned momentum direction.
 
@@ -123,6 +125,7 @@ def scale_by_sophia(
     estimator: "gnb" (needs `logits_fn=` in update), "hutchinson" (needs `loss_fn=`), or a
       callable `(params, key, **extra_args) -> tree of diag-Hessian estimates`.
     seed: seed of the state's PRNG key; if None, pass `key=` to every update.
+    storage: how m and h are stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_sophia"
   _checks.check_beta(owner, "b1", b1)
@@ -140,6 +143,8 @@ def scale_by_sophia(
   else:
     raise ValueError(f"{owner}: estimator must be a string or a callable, got {estimator!r}")
 
+  store = resolve(storage)
+
   def init_fn(params):
     if seed is None:
       key = jnp.zeros((2,), jnp.uint32)
@@ -147,8 +152,8 @@ def scale_by_sophia(
       key = jax.random.key_data(jax.random.key(seed))
     return SophiaState(
         count=jnp.zeros([], jnp.int32),
-        mu=zeros_like(params),
-        hessian=zeros_like(params),
+        mu=store.init(params, signed=True),
+        hessian=store.init(params, signed=True),
         key=key,
         unclipped_fraction=jnp.zeros([], jnp.float32),
     )
@@ -163,20 +168,25 @@ def scale_by_sophia(
             f"(the same key on every device), or construct the optimizer with seed=...")
       key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
 
+    # Hutchinson estimates can be negative: h is stored as a signed quantity.
+    old_hessian = store.read(state.hessian, updates, signed=True)
+
     def refreshed_hessian():
       estimated = estimate(params, key, **extra_args)
-      return map_like(lambda h, e: b2 * h + (1.0 - b2) * e, state.hessian, estimated)
+      return jax.tree.map(lambda h, e: (b2 * h + (1.0 - b2) * e).astype(h.dtype), old_hessian,
+                          estimated)
 
     hessian = jax.lax.cond(
-        state.count % update_interval == 0, refreshed_hessian, lambda: state.hessian)
-    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
+        state.count % update_interval == 0, refreshed_hessian, lambda: old_hessian)
+    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
     ratios = jax.tree.map(lambda m, h: m / jnp.maximum(gamma * h, eps), mu, hessian)
     direction = map_like(lambda g, r: jnp.clip(r, -1.0, 1.0), updates, ratios)
     total = sum(r.size for r in jax.tree.leaves(ratios))
     unclipped = sum(jnp.sum(jnp.abs(r) < 1.0) for r in jax.tree.leaves(ratios))
     fraction = (jnp.asarray(unclipped, jnp.float32) / max(total, 1)).astype(jnp.float32)
     new_state = SophiaState(
-        count=increment(state.count), mu=mu, hessian=hessian, key=state.key,
+        count=increment(state.count), mu=store.write(mu, updates, state.mu, signed=True),
+        hessian=store.write(hessian, updates, state.hessian, signed=True), key=state.key,
         unclipped_fraction=fraction)
     return direction, new_state
 

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import bias_correction, increment, map_like, zeros_like
+from optimkit.state.storage import StorageLike, compute_dtype, resolve
+from optimkit.transforms._util import bias_correction, ema, increment, map_like
 
 
 # ----------------------------------------------------------------------------------------------
@@ -33,7 +34,8 @@ class MomentumState(NamedTuple):
   velocity: Any
 
 
-def scale_by_momentum(momentum: float = 0.9, nesterov: bool = False) -> optax.GradientTransformation:
+def scale_by_momentum(momentum: float = 0.9, nesterov: bool = False,
+                      storage: StorageLike = "float32") -> optax.GradientTransformation:
   """Heavy-ball momentum as in PyTorch's SGD (Polyak 1964; Sutskever et al. 2013).
 
       v_t = momentum * v_{t-1} + g_t                      (v_0 = 0, so v_1 = g_1)
@@ -43,20 +45,52 @@ def scale_by_momentum(momentum: float = 0.9, nesterov: bool = False) -> optax.Gr
   Args:
     momentum: decay of the velocity, in [0, 1). Default 0.9.
     nesterov: use Nesterov's look-ahead form.
+    storage: how the velocity is stored (see `optimkit.state`). Default "float32".
   """
   _checks.check_beta("scale_by_momentum", "momentum", momentum)
+  store = resolve(storage)
 
   def init_fn(params):
-    return MomentumState(velocity=zeros_like(params))
+    return MomentumState(velocity=store.init(params, signed=True))
 
   def update_fn(updates, state, params=None):
     del params
-    velocity = map_like(lambda g, v: momentum * v + g, updates, state.velocity)
+    old = store.read(state.velocity, updates, signed=True)
+    velocity = jax.tree.map(lambda g, v: momentum * v + g, updates, old)
     if nesterov:
       direction = map_like(lambda g, v: g + momentum * v, updates, velocity)
     else:
-      direction = velocity
-    return direction, MomentumState(velocity=velocity)
+      direction = map_like(lambda g, v: v, updates, velocity)
+    return direction, MomentumState(
+        velocity=store.write(velocity, updates, state.velocity, signed=True))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exponential moving average (Adafactor's optional momentum).
+
+
+class EmaState(NamedTuple):
+  """State of `scale_by_ema`: the average, shaped like the params."""
+
+  ema: Any
+
+
+def scale_by_ema(decay: float = 0.9, storage: StorageLike = "float32"
+                 ) -> optax.GradientTransformation:
+  """e <- decay e + (1 - decay) u, output e (no debiasing), as optax.ema(debias=False)."""
+  _checks.check_beta("scale_by_ema", "decay", decay)
+  store = resolve(storage)
+
+  def init_fn(params):
+    return EmaState(ema=store.init(params, signed=True))
+
+  def update_fn(updates, state, params=None):
+    del params
+    average = ema(decay, updates, store.read(state.ema, updates, signed=True))
+    return (map_like(lambda g, e: e, updates, average),
+            EmaState(ema=store.write(average, updates, state.ema, signed=True)))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -78,6 +112,7 @@ def scale_by_adam(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
+    storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """Adam's bias-corrected moment ratio (Kingma & Ba 2015, Algorithm 1).
 
@@ -93,6 +128,7 @@ def scale_by_adam(
     b2: second-moment decay, [0, 1). Default 0.999.
     eps: added to the denominator outside the root, >= 0. Default 1e-8.
     eps_root: added inside the root, >= 0. Default 0.
+    storage: how mu and nu are stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_adam"
   _checks.check_beta(owner, "b1", b1)
@@ -102,32 +138,30 @@ def scale_by_adam(
 
   # b1 = 0 given as a plain number (schedule-free AdamW) needs no first-moment buffer.
   keep_mu = not _is_zero(b1)
+  store = resolve(storage)
 
   def init_fn(params):
     return AdamState(
         count=jnp.zeros([], jnp.int32),
-        mu=zeros_like(params) if keep_mu else None,
-        nu=zeros_like(params),
+        mu=store.init(params, signed=True) if keep_mu else None,
+        nu=store.init(params, signed=False),
     )
 
   def update_fn(updates, state, params=None):
     del params
-    if keep_mu:
-      mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
-    else:
-      mu = None
-    nu = map_like(lambda g, v: b2 * v + (1.0 - b2) * (g * g), updates, state.nu)
+    mu = ema(b1, updates, store.read(state.mu, updates, signed=True)) if keep_mu else updates
+    nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
+             store.read(state.nu, updates, signed=False))
     count = increment(state.count)
     correction1 = bias_correction(b1, count)
     correction2 = bias_correction(b2, count)
-    first = mu if keep_mu else updates
     direction = map_like(
         lambda g, m, v: (m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps),
-        updates,
-        first,
-        nu,
-    )
-    return direction, AdamState(count=count, mu=mu, nu=nu)
+        updates, mu, nu)
+    return direction, AdamState(
+        count=count,
+        mu=store.write(mu, updates, state.mu, signed=True) if keep_mu else None,
+        nu=store.write(nu, updates, state.nu, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -152,6 +186,7 @@ def scale_by_rms(
     centered: bool = False,
     momentum: float = 0.0,
     nesterov: bool = False,
+    storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """RMSprop (Hinton 2012; Graves 2013 for the centered form), with optional momentum.
 
@@ -174,6 +209,7 @@ def scale_by_rms(
     centered: divide by the variance instead of the raw second moment.
     momentum: momentum on the normalised gradient, [0, 1). Default 0 (off).
     nesterov: Nesterov form of that momentum.
+    storage: how the buffers are stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_rms"
   _checks.check_beta(owner, "decay", decay)
@@ -181,33 +217,43 @@ def scale_by_rms(
   _checks.check_non_negative(owner, "initial_scale", initial_scale)
   _checks.check_beta(owner, "momentum", momentum)
 
+  store = resolve(storage)
+  use_momentum = momentum is not None and not _is_zero(momentum)
+
   def init_fn(params):
+    initial = jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, compute_dtype(p)), params)
     return RMSPropState(
-        nu=jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, p.dtype), params),
-        mu=zeros_like(params) if centered else None,
-        velocity=zeros_like(params) if (momentum is not None and not _is_zero(momentum)) else None,
+        nu=store.write(initial, params, store.init(params, signed=False), signed=False),
+        mu=store.init(params, signed=True) if centered else None,
+        velocity=store.init(params, signed=True) if use_momentum else None,
     )
 
   def update_fn(updates, state, params=None):
     del params
-    nu = map_like(lambda g, v: decay * v + (1.0 - decay) * (g * g), updates, state.nu)
+    nu = ema(decay, jax.tree.map(lambda g: g * g, updates),
+             store.read(state.nu, updates, signed=False))
     if centered:
-      mu = map_like(lambda g, m: decay * m + (1.0 - decay) * g, updates, state.mu)
+      mu = ema(decay, updates, store.read(state.mu, updates, signed=True))
       second = jax.tree.map(lambda v, m: v - m * m, nu, mu)
     else:
       mu, second = None, nu
     if eps_in_sqrt:
-      normalised = map_like(lambda g, s: g * jax.lax.rsqrt(s + eps), updates, second)
+      normalised = jax.tree.map(lambda g, s: g * jax.lax.rsqrt(s + eps), updates, second)
     else:
-      normalised = map_like(lambda g, s: g / (jnp.sqrt(s) + eps), updates, second)
-    velocity = state.velocity
-    if velocity is not None:
-      velocity = map_like(lambda d, b: momentum * b + d, normalised, velocity)
+      normalised = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, second)
+    velocity = None
+    if use_momentum:
+      velocity = jax.tree.map(lambda d, b: momentum * b + d, normalised,
+                              store.read(state.velocity, updates, signed=True))
       if nesterov:
-        normalised = map_like(lambda d, b: d + momentum * b, normalised, velocity)
+        normalised = jax.tree.map(lambda d, b: d + momentum * b, normalised, velocity)
       else:
         normalised = velocity
-    return normalised, RMSPropState(nu=nu, mu=mu, velocity=velocity)
+    return map_like(lambda g, d: d, updates, normalised), RMSPropState(
+        nu=store.write(nu, updates, state.nu, signed=False),
+        mu=store.write(mu, updates, state.mu, signed=True) if centered else None,
+        velocity=store.write(velocity, updates, state.velocity, signed=True)
+        if use_momentum else None)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -231,6 +277,7 @@ def scale_by_adagrad(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
     eps_in_sqrt: bool = True,
+    storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """AdaGrad (Duchi, Hazan & Singer 2011).
 
@@ -245,22 +292,24 @@ def scale_by_adagrad(
   _checks.check_non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
   _checks.check_non_negative(owner, "eps", eps)
 
+  store = resolve(storage)
+
   def init_fn(params):
-    return AdaGradState(
-        sum_of_squares=jax.tree.map(
-            lambda p: jnp.full(p.shape, initial_accumulator_value, p.dtype), params
-        )
-    )
+    initial = jax.tree.map(
+        lambda p: jnp.full(p.shape, initial_accumulator_value, compute_dtype(p)), params)
+    return AdaGradState(sum_of_squares=store.write(
+        initial, params, store.init(params, signed=False), signed=False))
 
   def update_fn(updates, state, params=None):
     del params
-    sums = map_like(lambda g, s: s + g * g, updates, state.sum_of_squares)
+    sums = jax.tree.map(lambda g, s: s + g * g, updates,
+                        store.read(state.sum_of_squares, updates, signed=False))
     if eps_in_sqrt:
       direction = map_like(
-          lambda g, s: jnp.where(s + eps > 0, g * jax.lax.rsqrt(s + eps), 0.0), updates, sums
-      )
+          lambda g, s: jnp.where(s + eps > 0, g * jax.lax.rsqrt(s + eps), 0.0), updates, sums)
     else:
       direction = map_like(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
-    return direction, AdaGradState(sum_of_squares=sums)
+    return direction, AdaGradState(
+        sum_of_squares=store.write(sums, updates, state.sum_of_squares, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)

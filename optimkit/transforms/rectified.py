@@ -15,22 +15,26 @@ References: torch.optim.RAdam, optax.radam, torch-optimi's RAdam/Ranger.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import bias_correction, increment, map_like, zeros_like
+from optimkit.state.storage import StorageLike, resolve
+from optimkit.transforms._util import bias_correction, ema, increment, map_like
 from optimkit.transforms.moments import AdamState
 
 
 def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                   threshold: float = 5.0) -> optax.GradientTransformation:
+                   threshold: float = 5.0,
+                   storage: StorageLike = "float32") -> optax.GradientTransformation:
   """RAdam's rectified direction.
 
   Args:
     b1, b2: moment decays, [0, 1). Defaults 0.9, 0.999.
     eps: stabiliser, >= 0. Default 1e-8.
     threshold: rectify only when rho_t exceeds it. Default 5 (PyTorch, optimi; optax's default).
+    storage: how the moments are stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_radam"
   _checks.check_beta(owner, "b1", b1)
@@ -38,14 +42,17 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   _checks.check_non_negative(owner, "eps", eps)
   rho_inf = 2.0 / (1.0 - b2) - 1.0
 
+  store = resolve(storage)
+
   def init_fn(params):
-    return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros_like(params),
-                     nu=zeros_like(params))
+    return AdamState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
+                     nu=store.init(params, signed=False))
 
   def update_fn(updates, state, params=None):
     del params
-    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
-    nu = map_like(lambda g, v: b2 * v + (1.0 - b2) * (g * g), updates, state.nu)
+    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
+    nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
+             store.read(state.nu, updates, signed=False))
     count = increment(state.count)
     t = count.astype(jnp.result_type(float))
     c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
@@ -57,6 +64,7 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     direction = map_like(
         lambda g, m, v: jnp.where(rectified, ratio * (m / c1) / (jnp.sqrt(v / c2) + eps), m / c1),
         updates, mu, nu)
-    return direction, AdamState(count=count, mu=mu, nu=nu)
+    return direction, AdamState(count=count, mu=store.write(mu, updates, state.mu, signed=True),
+                                nu=store.write(nu, updates, state.nu, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)

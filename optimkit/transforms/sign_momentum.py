@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import map_like, zeros_like
+from optimkit.state.storage import StorageLike, resolve
+from optimkit.transforms._util import ema, map_like
 
 
 class SignMomentumState(NamedTuple):
@@ -27,23 +28,28 @@ class SignMomentumState(NamedTuple):
   mu: Any
 
 
-def scale_by_sign_momentum(b1: float = 0.9, b2: float = 0.99) -> optax.GradientTransformation:
+def scale_by_sign_momentum(b1: float = 0.9, b2: float = 0.99,
+                           storage: StorageLike = "float32") -> optax.GradientTransformation:
   """Lion's direction sign(b1 m + (1 - b1) g), with m an EMA of g at rate b2.
 
   Args:
     b1: interpolation factor for the step, [0, 1). Default 0.9.
     b2: decay of the momentum, [0, 1). Default 0.99.
+    storage: how the momentum is stored (see `optimkit.state`). Default "float32".
   """
   _checks.check_beta("scale_by_sign_momentum", "b1", b1)
   _checks.check_beta("scale_by_sign_momentum", "b2", b2)
 
+  store = resolve(storage)
+
   def init_fn(params):
-    return SignMomentumState(mu=zeros_like(params))
+    return SignMomentumState(mu=store.init(params, signed=True))
 
   def update_fn(updates, state, params=None):
     del params
-    direction = map_like(lambda g, m: jnp.sign(b1 * m + (1.0 - b1) * g), updates, state.mu)
-    mu = map_like(lambda g, m: b2 * m + (1.0 - b2) * g, updates, state.mu)
-    return direction, SignMomentumState(mu=mu)
+    old = store.read(state.mu, updates, signed=True)
+    direction = map_like(lambda g, m: jnp.sign(b1 * m + (1.0 - b1) * g), updates, old)
+    mu = ema(b2, updates, old)
+    return direction, SignMomentumState(mu=store.write(mu, updates, state.mu, signed=True))
 
   return optax.GradientTransformation(init_fn, update_fn)

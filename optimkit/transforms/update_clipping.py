@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import bias_correction, increment, map_like, zeros_like
+from optimkit.state.storage import StorageLike, resolve
+from optimkit.transforms._util import bias_correction, ema, increment, map_like
 from optimkit.transforms.moments import AdamState
 
 
@@ -31,6 +32,7 @@ def scale_by_stable_adam(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     mask: Any = None,
+    storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """Adam's ratio plus decoupled weight decay, divided per tensor by max(1, RMS(g/sqrt(v_hat))).
 
@@ -39,6 +41,7 @@ def scale_by_stable_adam(
     eps: stabiliser, >= 0. Default 1e-6.
     weight_decay: decoupled decay, >= 0. Default 0.
     mask: tree of bools (or callable params -> tree) selecting the leaves to decay.
+    storage: how the moments are stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_stable_adam"
   _checks.check_beta(owner, "b1", b1)
@@ -46,15 +49,18 @@ def scale_by_stable_adam(
   _checks.check_non_negative(owner, "eps", eps)
   _checks.check_non_negative(owner, "weight_decay", weight_decay)
 
+  store = resolve(storage)
+
   def init_fn(params):
-    return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros_like(params),
-                     nu=zeros_like(params))
+    return AdamState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
+                     nu=store.init(params, signed=False))
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(f"{owner}: update() needs params for the weight decay.")
-    mu = map_like(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
-    nu = map_like(lambda g, v: b2 * v + (1.0 - b2) * (g * g), updates, state.nu)
+    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
+    nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
+             store.read(state.nu, updates, signed=False))
     count = increment(state.count)
     c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
     decays = mask(params) if callable(mask) else mask
@@ -70,6 +76,7 @@ def scale_by_stable_adam(
       return direction / jnp.maximum(1.0, rms)
 
     direction = map_like(step, updates, mu, nu, params, decays)
-    return direction, AdamState(count=count, mu=mu, nu=nu)
+    return direction, AdamState(count=count, mu=store.write(mu, updates, state.mu, signed=True),
+                                nu=store.write(nu, updates, state.nu, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)

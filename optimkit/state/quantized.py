@@ -1,0 +1,165 @@
+"""Quantized moment storage: blockwise dynamic 8-bit (Dettmers, Lewis, Shleifer & Zettlemoyer
+2022, "8-bit Optimizers via Block-wise Quantization", arXiv:2110.02861) and 4-bit (Li, Chen &
+Zhu 2023, "Memory Efficient Optimizers with 4-bit States", arXiv:2309.01507).
+
+8-bit: each block of 256 values is divided by its absolute maximum (kept in float32) and
+rounded to the nearest entry of a 256-entry "dynamic" map: a sign, a decade exponent
+(1e-6 ... 1) and a linear fraction in [0.1, 1], with more fraction steps for larger decades,
+plus 0 and 1. Signed moments use the signed map; second moments (non-negative) the unsigned
+one, which spends the sign bit on finer fractions.
+
+4-bit: first moments in blocks of 128 with the 16-entry signed dynamic map. Second moments with
+rank-1 normalisation: each entry of a matrix is divided by min(its row maximum, its column
+maximum) and rounded to a linear map that excludes zero, {1/16, ..., 16/16}. Excluding zero is
+the paper's key fix: a small v rounded to 0 makes the step m / (sqrt(v) + eps) explode.
+Vectors use blocks of 128 with the same zero-free map.
+
+Which leaves are quantized is decided from the leaf's global shape only (never a local shard):
+leaves under `min_size` elements (4096, bitsandbytes' threshold) stay float32. Blocks run along
+the trailing dimensions of a leaf (the smallest trailing group holding at least one block), so
+they never straddle the leading axes, along which parameters are usually sharded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+# ----------------------------------------------------------------------------------------------
+# The maps.
+
+
+def dynamic_map(bits: int, signed: bool) -> np.ndarray:
+  """The dynamic (decade exponent + linear fraction) quantization map with 2**bits entries.
+
+  With s = bits - 1 non-sign bits and s decades 10^-(s-1) ... 10^0, decade i holds 2^i
+  fractions (signed) or 2^(i+1) (unsigned): the midpoints of i + 1 ... equal steps of
+  [0.1, 1]. Adding 0 and 1.0 fills the 2**bits entries exactly.
+  """
+  decades = bits - 1
+  values = [0.0, 1.0]
+  for i in range(decades):
+    count = 2 ** i if signed else 2 ** (i + 1)
+    edges = np.linspace(0.1, 1.0, count + 1)
+    fractions = (edges[:-1] + edges[1:]) / 2.0
+    magnitude = 10.0 ** (i - (decades - 1)) * fractions
+    values += magnitude.tolist()
+    if signed:
+      values += (-magnitude).tolist()
+  table = np.sort(np.asarray(values, dtype=np.float64))
+  assert table.size == 2 ** bits, (bits, signed, table.size)
+  return table.astype(np.float32)
+
+
+def linear_nonzero_map(bits: int) -> np.ndarray:
+  """{1, 2, ..., 2**bits} / 2**bits: a linear map of (0, 1] without zero."""
+  levels = 2 ** bits
+  return (np.arange(1, levels + 1, dtype=np.float64) / levels).astype(np.float32)
+
+
+def _encode(normalized: jax.Array, table: np.ndarray) -> jax.Array:
+  """Index of the nearest map entry (ties to the lower one), as uint8."""
+  midpoints = jnp.asarray((table[1:] + table[:-1]) / 2.0, dtype=jnp.float32)
+  return jnp.searchsorted(midpoints, normalized.astype(jnp.float32), side="left").astype(jnp.uint8)
+
+
+def _decode(codes: jax.Array, table: np.ndarray) -> jax.Array:
+  return jnp.asarray(table)[codes.astype(jnp.int32)]
+
+
+def _pack4(codes: jax.Array) -> jax.Array:
+  """Two 4-bit codes per byte along the last axis (even length)."""
+  pairs = codes.reshape(codes.shape[:-1] + (codes.shape[-1] // 2, 2))
+  return (pairs[..., 0] | (pairs[..., 1] << 4)).astype(jnp.uint8)
+
+
+def _unpack4(packed: jax.Array) -> jax.Array:
+  low, high = packed & jnp.uint8(0x0F), packed >> 4
+  return jnp.stack([low, high], axis=-1).reshape(packed.shape[:-1] + (packed.shape[-1] * 2,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Blockwise layout along the trailing dimensions.
+
+
+def block_layout(shape: tuple[int, ...], block_size: int) -> tuple[tuple[int, ...], int, int]:
+  """(leading dims, trailing group size, blocks per row): the trailing group is the smallest
+  suffix of dims with at least `block_size` elements (or all dims)."""
+  split, trailing = len(shape), 1
+  while split > 0 and trailing < block_size:
+    split -= 1
+    trailing *= shape[split]
+  return tuple(shape[:split]), trailing, math.ceil(trailing / block_size)
+
+
+class BlockQuantized(NamedTuple):
+  """A blockwise-quantized tensor: uint8 codes (two per byte at 4 bits) shaped
+  (*leading, blocks, block or block/2) and one float32 absmax per block (*leading, blocks)."""
+
+  codes: jax.Array
+  absmax: jax.Array
+
+
+def quantize_blockwise(x: jax.Array, table: np.ndarray, block_size: int,
+                       packed: bool) -> BlockQuantized:
+  leading, trailing, blocks = block_layout(x.shape, block_size)
+  rows = x.astype(jnp.float32).reshape(leading + (trailing,))
+  padding = blocks * block_size - trailing
+  if padding:
+    rows = jnp.pad(rows, [(0, 0)] * len(leading) + [(0, padding)])
+  rows = rows.reshape(leading + (blocks, block_size))
+  absmax = jnp.max(jnp.abs(rows), axis=-1)
+  normalized = rows / jnp.where(absmax > 0, absmax, 1.0)[..., None]
+  codes = _encode(normalized, table)
+  return BlockQuantized(codes=_pack4(codes) if packed else codes, absmax=absmax)
+
+
+def dequantize_blockwise(q: BlockQuantized, table: np.ndarray, shape: tuple[int, ...],
+                         block_size: int, packed: bool) -> jax.Array:
+  leading, trailing, blocks = block_layout(shape, block_size)
+  codes = _unpack4(q.codes) if packed else q.codes
+  values = _decode(codes, table) * q.absmax[..., None]
+  return values.reshape(leading + (blocks * block_size,))[..., :trailing].reshape(shape)
+
+
+class Rank1Quantized(NamedTuple):
+  """A non-negative matrix-like tensor quantized after rank-1 normalisation: packed 4-bit codes
+  shaped (*shape[:-1], ceil(shape[-1] / 2)), row maxima (*shape[:-1]) and column maxima
+  (shape[-1],), all maxima float32."""
+
+  codes: jax.Array
+  row_max: jax.Array
+  col_max: jax.Array
+
+
+def _rank1_normalizer(row_max: jax.Array, col_max: jax.Array) -> jax.Array:
+  return jnp.minimum(row_max[..., None], col_max)
+
+
+def quantize_rank1(x: jax.Array, table: np.ndarray) -> Rank1Quantized:
+  x = x.astype(jnp.float32)
+  row_max = jnp.max(x, axis=-1)
+  col_max = jnp.max(x.reshape(-1, x.shape[-1]), axis=0)
+  normalizer = _rank1_normalizer(row_max, col_max)
+  normalized = x / jnp.where(normalizer > 0, normalizer, 1.0)
+  codes = _encode(normalized, table)
+  if x.shape[-1] % 2:
+    codes = jnp.pad(codes, [(0, 0)] * (x.ndim - 1) + [(0, 1)])
+  return Rank1Quantized(codes=_pack4(codes), row_max=row_max, col_max=col_max)
+
+
+def dequantize_rank1(q: Rank1Quantized, table: np.ndarray, shape: tuple[int, ...]) -> jax.Array:
+  codes = _unpack4(q.codes)[..., :shape[-1]]
+  return _decode(codes, table) * _rank1_normalizer(q.row_max, q.col_max)
+
+
+QUANTIZED_TYPES = (BlockQuantized, Rank1Quantized)
+
+
+def is_quantized(x: Any) -> bool:
+  return isinstance(x, QUANTIZED_TYPES)
