@@ -3,6 +3,7 @@
     optimkit compare [--optimizers adamw,lion,...] [--steps N] [--seed S] [--out DIR]
                      [--quick] [--lr-sweep] [--data FILE]
     optimkit schedule NAME --peak LR --steps N [--warmup N] [--end LR] [--out FILE.png]
+    optimkit memory --params 7e9 [--optimizers adamw,adamw:8bit,lion,...]
 """
 
 from __future__ import annotations
@@ -90,6 +91,58 @@ def _schedule(args: argparse.Namespace) -> int:
   return 0
 
 
+DEFAULT_MEMORY_OPTIMIZERS = (
+    "adamw,adamw:bfloat16,adamw:8bit,adamw:4bit,lion,lion:8bit,adafactor,sgd,adam_mini,adams,"
+    "sophia,schedule_free_adamw,adan")
+
+
+def memory_table(total_params: float, names: Sequence[str]) -> list[dict]:
+  """Rows of (optimizer, storage, bytes/param, total GB) for a transformer-shaped tree."""
+  import optimkit
+  from optimkit import memory
+
+  params = memory.transformer_shaped_params(total_params)
+  count = memory.param_count(params)
+  rows = []
+  for spec in names:
+    name, _, storage = spec.partition(":")
+    maker = getattr(optimkit.optimizers, name, None)
+    if maker is None or name.startswith("_"):
+      raise ValueError(f"unknown optimizer {name!r}")
+    kwargs = {"state_storage": storage} if storage else {}
+    if name == "sgd":
+      kwargs["momentum"] = 0.9
+    tx = maker(**kwargs)
+    total = memory.state_bytes(tx, params)
+    fields = memory.state_breakdown(tx, params)
+    rows.append({"optimizer": name, "storage": storage or "float32",
+                 "bytes_per_param": total / count, "total_gb": total / 1e9,
+                 "fields": {k: v / count for k, v in fields.items() if v / count >= 0.005}})
+  return rows
+
+
+def _memory(args: argparse.Namespace) -> int:
+  from optimkit import memory
+
+  names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+  try:
+    rows = memory_table(args.params, names)
+  except ValueError as error:
+    print(f"optimkit memory: {error}", file=sys.stderr)
+    return 2
+  count = memory.param_count(memory.transformer_shaped_params(args.params))
+  print(f"optimizer state for a transformer-shaped tree of {count / 1e9:.3f}B float32 "
+        f"parameters (params themselves: {4 * count / 1e9:.1f} GB)\n")
+  print(f"| {'optimizer':<20} | {'storage':<8} | bytes/param | state GB | largest fields (B/param)")
+  print(f"|{'-' * 22}|{'-' * 10}|-------------|----------|{'-' * 30}")
+  for row in rows:
+    fields = ", ".join(f"{k.replace('inner_state.', '')} {v:.2f}"
+                       for k, v in sorted(row["fields"].items(), key=lambda kv: -kv[1])[:3])
+    print(f"| {row['optimizer']:<20} | {row['storage']:<8} | {row['bytes_per_param']:>11.3f} | "
+          f"{row['total_gb']:>8.2f} | {fields}")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="optimkit", description=__doc__.split("\n")[0])
   commands = parser.add_subparsers(dest="command")
@@ -117,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
   schedule.add_argument("--end", type=float, default=0.0, help="final value (default 0)")
   schedule.add_argument("--out", default="schedule.png", help="PNG file to write")
   schedule.set_defaults(handler=_schedule)
+
+  memory = commands.add_parser("memory", help="optimizer-state memory for a model size")
+  memory.add_argument("--params", type=float, default=7e9, help="number of parameters")
+  memory.add_argument("--optimizers", default=DEFAULT_MEMORY_OPTIMIZERS,
+                      help="comma-separated names, optionally name:storage (8bit, 4bit, ...)")
+  memory.set_defaults(handler=_memory)
   return parser
 
 

@@ -16,8 +16,10 @@ Vectors use blocks of 128 with the same zero-free map.
 
 Which leaves are quantized is decided from the leaf's global shape only (never a local shard):
 leaves under `min_size` elements (4096, bitsandbytes' threshold) stay float32. Blocks run along
-the trailing dimensions of a leaf (the smallest trailing group holding at least one block), so
-they never straddle the leading axes, along which parameters are usually sharded.
+the trailing dimensions of a leaf (the smallest trailing group holding whole blocks), so
+they never straddle the leading axes, along which parameters are usually sharded; when the
+trailing dimensions do not hold a whole number of blocks, the leaf is blocked as one flat row
+rather than padding every row.
 """
 
 from __future__ import annotations
@@ -89,9 +91,10 @@ def _unpack4(packed: jax.Array) -> jax.Array:
 
 def block_layout(shape: tuple[int, ...], block_size: int) -> tuple[tuple[int, ...], int, int]:
   """(leading dims, trailing group size, blocks per row): the trailing group is the smallest
-  suffix of dims with at least `block_size` elements (or all dims)."""
+  suffix of dims that holds a whole number of blocks (so no row is padded), or all dims, in
+  which case only the very end is padded."""
   split, trailing = len(shape), 1
-  while split > 0 and trailing < block_size:
+  while split > 0 and (trailing < block_size or trailing % block_size):
     split -= 1
     trailing *= shape[split]
   return tuple(shape[:split]), trailing, math.ceil(trailing / block_size)

@@ -15,25 +15,29 @@ def _nearest_error(normalized, table):
   return np.min(np.abs(normalized[..., None] - table), axis=-1)
 
 
+@pytest.mark.parametrize("shape", [(7, 300), (6, 512)])  # one flat row; blocks within rows
 @pytest.mark.parametrize("bits,packed,block", [(8, False, 256), (4, True, 128)])
 @pytest.mark.parametrize("signed", [True, False])
-def test_blockwise_round_trip_is_nearest_map_entry(bits, packed, block, signed):
+def test_blockwise_round_trip_is_nearest_map_entry(bits, packed, block, signed, shape):
   table = q.dynamic_map(bits, signed)
-  x = RNG.standard_t(3, size=(7, 300)) * 10.0 ** RNG.uniform(-4, 2, (7, 1))
+  x = RNG.standard_t(3, size=shape) * 10.0 ** RNG.uniform(-4, 2, (shape[0], 1))
   x = (x if signed else x * x).astype(np.float32)
   quantized = q.quantize_blockwise(jnp.asarray(x), table, block, packed)
   restored = np.asarray(q.dequantize_blockwise(quantized, table, x.shape, block, packed))
   leading, trailing, blocks = q.block_layout(x.shape, block)
-  padded = np.pad(x, [(0, 0), (0, blocks * block - trailing)]).reshape(7, blocks, block)
+  rows = x.reshape(leading + (trailing,))
+  padded = np.pad(rows, [(0, 0)] * len(leading) + [(0, blocks * block - trailing)])
+  padded = padded.reshape(leading + (blocks, block))
   absmax = np.max(np.abs(padded), axis=-1, keepdims=True)
   np.testing.assert_allclose(np.asarray(quantized.absmax), absmax[..., 0], rtol=0)
+  unpad = lambda a: a.reshape(leading + (blocks * block,))[..., :trailing].reshape(-1)
   error = np.abs(restored - x).reshape(-1)
-  bound = (_nearest_error(padded / absmax, table) * absmax).reshape(7, -1)[:, :trailing].reshape(-1)
-  # Each value is within float32 rounding of its nearest representable value: the bound is tight.
+  # Each value lands on the nearest entry of the map (up to float32 rounding): a tight bound.
+  bound = unpad(_nearest_error(padded / absmax, table) * absmax)
   np.testing.assert_allclose(error, bound, rtol=1e-5, atol=1e-6 * np.max(np.abs(x)))
   # And the worst case per block is half the largest gap of the map.
-  assert np.all(error <= (np.max(np.diff(table)) / 2 + 1e-6) * np.repeat(absmax[..., 0], block,
-                                                                           axis=-1)[:, :trailing].reshape(-1))
+  worst = unpad(np.broadcast_to((np.max(np.diff(table)) / 2 + 1e-6) * absmax, padded.shape))
+  assert np.all(error <= worst)
 
 
 def test_maps_have_the_published_shapes():
@@ -66,6 +70,8 @@ def test_block_layout_keeps_leading_axes():
   assert q.block_layout((768, 12, 64), 256) == ((768,), 768, 3)
   assert q.block_layout((50000,), 256) == ((), 50000, 196)
   assert q.block_layout((4, 4), 256) == ((), 16, 1)
+  # Rows that do not hold whole blocks are not padded one by one: the leaf becomes one row.
+  assert q.block_layout((4160, 12480), 256) == ((), 4160 * 12480, 202800)
 
 
 def test_4bit_packing_round_trips():
