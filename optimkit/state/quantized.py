@@ -24,6 +24,7 @@ rather than padding every row.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -64,10 +65,47 @@ def linear_nonzero_map(bits: int) -> np.ndarray:
   return (np.arange(1, levels + 1, dtype=np.float64) / levels).astype(np.float32)
 
 
+# Nearest-entry search by a lookup on the float's top bits. A binary search (jnp.searchsorted)
+# costs ~20x an elementwise pass on CPU; instead the top 17 bits of the float32 pattern (sign,
+# exponent, 8 mantissa bits) index a table giving the lowest code that is nearest to some value
+# in that bucket, and the nearest is then one of that code and the next two.
+_BUCKET_SHIFT = 15
+_CANDIDATES = 3
+
+
+@functools.lru_cache(maxsize=None)
+def _bucket_table(table_bytes: bytes) -> np.ndarray:
+  table = np.frombuffer(table_bytes, dtype=np.float32)
+  midpoints = ((table[1:].astype(np.float64) + table[:-1]) / 2.0).astype(np.float32)
+  keys = np.arange(2 ** (32 - _BUCKET_SHIFT), dtype=np.uint64)
+  low_end = (keys << _BUCKET_SHIFT).astype(np.uint32).view(np.float32)
+  high_end = ((keys << _BUCKET_SHIFT) | (2 ** _BUCKET_SHIFT - 1)).astype(np.uint32).view(
+      np.float32)
+  with np.errstate(invalid="ignore"):
+    a = np.searchsorted(midpoints, np.nan_to_num(low_end), side="left")
+    b = np.searchsorted(midpoints, np.nan_to_num(high_end), side="left")
+  lowest, highest = np.minimum(a, b), np.maximum(a, b)
+  # Normalized values lie in [-1, 1]: only those buckets must be resolvable by the candidates.
+  in_range = np.isfinite(low_end) & np.isfinite(high_end) & (np.abs(low_end) <= 1.0)
+  assert np.max((highest - lowest)[in_range]) < _CANDIDATES, "map too dense for the lookup"
+  return lowest.astype(np.uint8)
+
+
 def _encode(normalized: jax.Array, table: np.ndarray) -> jax.Array:
-  """Index of the nearest map entry (ties to the lower one), as uint8."""
-  midpoints = jnp.asarray((table[1:] + table[:-1]) / 2.0, dtype=jnp.float32)
-  return jnp.searchsorted(midpoints, normalized.astype(jnp.float32), side="left").astype(jnp.uint8)
+  """Index of the nearest map entry (ties to the lower one up to float rounding), as uint8."""
+  values = normalized.astype(jnp.float32)
+  bucket = jax.lax.bitcast_convert_type(values, jnp.uint32) >> _BUCKET_SHIFT
+  lookup = jnp.asarray(_bucket_table(table.astype(np.float32).tobytes()))
+  first = lookup[bucket.astype(jnp.int32)].astype(jnp.int32)
+  entries = jnp.asarray(table)
+  best, best_distance = first, jnp.abs(values - entries[first])
+  for offset in range(1, _CANDIDATES):
+    candidate = jnp.minimum(first + offset, table.size - 1)
+    distance = jnp.abs(values - entries[candidate])
+    closer = distance < best_distance  # strict: ties stay with the lower code
+    best = jnp.where(closer, candidate, best)
+    best_distance = jnp.where(closer, distance, best_distance)
+  return best.astype(jnp.uint8)
 
 
 def _decode(codes: jax.Array, table: np.ndarray) -> jax.Array:
