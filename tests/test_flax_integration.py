@@ -106,3 +106,29 @@ def test_linen_train_state_trains(name):
     losses.append(float(loss))
   assert np.isfinite(losses).all()
   assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("storage", ["bfloat16", "8bit", "4bit"])
+def test_nnx_optimizer_with_quantized_state(storage):
+  """NNX turns NamedTuples nested in its optimizer state into mappings; quantized moments must
+  survive that round trip (leaves here are big enough to be quantized)."""
+
+  class Wide(nnx.Module):
+    def __init__(self, rngs):
+      self.hidden = nnx.Linear(8, 512, rngs=rngs)
+      self.out = nnx.Linear(512, 3, rngs=rngs)
+
+    def __call__(self, x):
+      return self.out(jax.nn.relu(self.hidden(x)))
+
+  model = Wide(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, optimkit.adamw(3e-3, state_storage=storage), wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(model, optimizer):
+    loss, grads = nnx.value_and_grad(lambda m: _ce(m(X), Y))(model)
+    optimizer.update(model, grads)
+    return loss
+
+  losses = [float(train_step(model, optimizer)) for _ in range(40)]
+  assert np.isfinite(losses).all() and losses[-1] < losses[0]

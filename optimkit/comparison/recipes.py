@@ -7,6 +7,7 @@ Sources:
              then cosine to 10%); decay off biases and norms.
   lion       Chen et al. 2023, Sec. 5: lr 3-10x smaller than AdamW's, wd larger by the same
              factor (lr * wd kept): lr 3e-4, wd 0.33.
+  adamw_8bit, adamw_4bit, lion_8bit  the same recipes with quantized state (optimkit.state).
   adafactor  Shazeer & Stern 2018: relative step min(1e-2, 1/sqrt(t)) times parameter RMS,
              beta2_t = 1 - t^-0.8, update clipping 1.0, no momentum.
   sophia     Liu et al. 2023 (authors' GPT-2 small config): lr 3e-4 (Lion-like scale),
@@ -45,6 +46,15 @@ class Recipe(NamedTuple):
 RECIPES: dict[str, Recipe] = {
     "adamw": Recipe(1e-3, lambda lr, n: optimizers.adamw(
         warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "adamw_8bit": Recipe(1e-3, lambda lr, n: optimizers.adamw(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask,
+        state_storage="8bit")),
+    "adamw_4bit": Recipe(1e-3, lambda lr, n: optimizers.adamw(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask,
+        state_storage="4bit")),
+    "lion_8bit": Recipe(3e-4, lambda lr, n: optimizers.lion(
+        warmup_cosine(lr, n), b1=0.9, b2=0.99, weight_decay=0.33, mask=weight_decay_mask,
+        state_storage="8bit")),
     "adam": Recipe(1e-3, lambda lr, n: optimizers.adam(warmup_cosine(lr, n), b2=0.99)),
     "lion": Recipe(3e-4, lambda lr, n: optimizers.lion(
         warmup_cosine(lr, n), b1=0.9, b2=0.99, weight_decay=0.33, mask=weight_decay_mask)),

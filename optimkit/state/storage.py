@@ -92,6 +92,16 @@ class BFloat16Storage(StateStorage):
     return round_to_bfloat16(value, entropy=like)
 
 
+def _restore(stored: Any) -> Any:
+  """A quantized leaf as its NamedTuple again. Containers may hand it back as a mapping of its
+  fields (Flax NNX's Optimizer turns NamedTuples nested in its state into `State` mappings)."""
+  if q.is_quantized(stored) or hasattr(stored, "astype"):
+    return stored
+  fields = dict(stored)
+  kind = q.Rank1Quantized if "row_max" in fields else q.BlockQuantized
+  return kind(**{name: fields[name] for name in kind._fields})
+
+
 class _QuantizedStorage(StateStorage):
   """Shared by the 8- and 4-bit formats: small leaves stay float32."""
 
@@ -106,6 +116,7 @@ class _QuantizedStorage(StateStorage):
     return self._quantize(jnp.zeros(like.shape, jnp.float32), signed)
 
   def read_leaf(self, stored, like, signed):
+    stored = _restore(stored)
     if not q.is_quantized(stored):
       return stored.astype(compute_dtype(like))
     return self._dequantize(stored, like.shape, signed).astype(compute_dtype(like))
