@@ -26,7 +26,8 @@ import optimkit  # noqa: E402
 from benchmarks.common import concrete_tree, describe, machine, time_step  # noqa: E402
 from optimkit.memory import param_count, state_bytes  # noqa: E402
 
-SOPHIA_EXTRA = lambda: {"key": jax.random.key(0), "logits_fn": lambda p: jnp.zeros((1, 2))}
+SOPHIA_EXTRA = lambda: {"key": jax.random.key(0), "logits_fn": lambda p: jnp.zeros((1, 2)),
+                        "obj_fn": lambda p: 0.0}
 
 # name -> (optimkit optimizer, optax optimizer of the same algorithm or None, extra update args)
 PAIRS = {

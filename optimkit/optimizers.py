@@ -59,6 +59,13 @@ def _decay(weight_decay: Any, mask: Mask) -> optax.GradientTransformation:
   return optax.add_decayed_weights(weight_decay, mask)
 
 
+def _decoupled(direction: optax.GradientTransformation, weight_decay: Any, mask: Mask,
+               learning_rate: Any) -> optax.GradientTransformation:
+  """The common tail: w <- w - lr * (direction + wd * w)."""
+  return optax.chain(direction, _decay(weight_decay, mask),
+                     optax.scale_by_learning_rate(learning_rate))
+
+
 # ----------------------------------------------------------------------------------------------
 # Classic family.
 
@@ -87,8 +94,7 @@ def sgd(
     return optax.chain(*parts)
 
   return _build("sgd", factory, ("mask", "state_storage"), learning_rate=learning_rate,
-                momentum=momentum,
-                nesterov=nesterov, weight_decay=weight_decay, mask=mask,
+                momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, mask=mask,
                 state_storage=state_storage)
 
 
@@ -109,11 +115,8 @@ def adagrad(
 
   def factory(learning_rate, initial_accumulator_value, eps, eps_in_sqrt, weight_decay, mask,
               state_storage):
-    return optax.chain(
-        scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt, storage=state_storage),
-        _decay(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    direction = scale_by_adagrad(initial_accumulator_value, eps, eps_in_sqrt, storage=state_storage)
+    return _decoupled(direction, weight_decay, mask, learning_rate)
 
   return _build("adagrad", factory, ("mask", "state_storage"), learning_rate=learning_rate,
                 initial_accumulator_value=initial_accumulator_value, eps=eps,
@@ -141,20 +144,15 @@ def rmsprop(
 
   def factory(learning_rate, decay, eps, initial_scale, eps_in_sqrt, centered, momentum,
               nesterov, weight_decay, mask, state_storage):
-    return optax.chain(
-        scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, centered, momentum or 0.0,
-                     nesterov, storage=state_storage),
-        _decay(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _decoupled(scale_by_rms(decay, eps, initial_scale, eps_in_sqrt, centered,
+                      momentum or 0.0, nesterov, storage=state_storage), weight_decay, mask,
+                          learning_rate)
 
   # momentum decides whether a buffer exists, so it is structural (static), as in optax.
   return _build("rmsprop", factory, ("mask", "momentum", "state_storage"),
-                learning_rate=learning_rate,
-                decay=decay, eps=eps, initial_scale=initial_scale, eps_in_sqrt=eps_in_sqrt,
-                centered=centered, momentum=momentum, nesterov=nesterov,
-                weight_decay=weight_decay, mask=mask,
-                state_storage=state_storage)
+                learning_rate=learning_rate, decay=decay, eps=eps, initial_scale=initial_scale,
+                eps_in_sqrt=eps_in_sqrt, centered=centered, momentum=momentum, nesterov=nesterov,
+                weight_decay=weight_decay, mask=mask, state_storage=state_storage)
 
 
 def adam(
@@ -172,9 +170,7 @@ def adam(
                        optax.scale_by_learning_rate(learning_rate))
 
   return _build("adam", factory, ("state_storage",), learning_rate=learning_rate, b1=b1, b2=b2,
-                eps=eps,
-                eps_root=eps_root,
-                state_storage=state_storage)
+                eps=eps, eps_root=eps_root, state_storage=state_storage)
 
 
 def adamw(
@@ -194,15 +190,11 @@ def adamw(
   """
 
   def factory(learning_rate, b1, b2, eps, eps_root, weight_decay, mask, state_storage):
-    return optax.chain(
-        scale_by_adam(b1, b2, eps, eps_root, storage=state_storage),
-        _decay(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _decoupled(scale_by_adam(b1, b2, eps, eps_root, storage=state_storage), weight_decay,
+                      mask, learning_rate)
 
   return _build("adamw", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
-                b2=b2,
-                eps=eps, eps_root=eps_root, weight_decay=weight_decay, mask=mask,
+                b2=b2, eps=eps, eps_root=eps_root, weight_decay=weight_decay, mask=mask,
                 state_storage=state_storage)
 
 
@@ -224,16 +216,11 @@ def lion(
   """
 
   def factory(learning_rate, b1, b2, weight_decay, mask, state_storage):
-    return optax.chain(
-        scale_by_sign_momentum(b1, b2, storage=state_storage),
-        _decay(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    return _decoupled(scale_by_sign_momentum(b1, b2, storage=state_storage), weight_decay, mask,
+                      learning_rate)
 
   return _build("lion", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
-                b2=b2,
-                weight_decay=weight_decay, mask=mask,
-                state_storage=state_storage)
+                b2=b2, weight_decay=weight_decay, mask=mask, state_storage=state_storage)
 
 
 def adafactor(
@@ -277,15 +264,13 @@ def adafactor(
     parts += [_decay(learning_rate * weight_decay, mask), optax.scale(-1.0)]
     return optax.chain(*parts)
 
-  return _build("adafactor", factory,
-                ("mask", "min_dim_size_to_factor", "decay_offset", "momentum"),
-                learning_rate=learning_rate, min_dim_size_to_factor=min_dim_size_to_factor,
-                decay_rate=decay_rate, decay_offset=decay_offset,
-                multiply_by_parameter_scale=multiply_by_parameter_scale,
+  return _build("adafactor", factory, ("mask", "min_dim_size_to_factor", "decay_offset",
+                "momentum"), learning_rate=learning_rate,
+                min_dim_size_to_factor=min_dim_size_to_factor, decay_rate=decay_rate,
+                decay_offset=decay_offset, multiply_by_parameter_scale=multiply_by_parameter_scale,
                 clipping_threshold=clipping_threshold, momentum=momentum,
                 weight_decay=weight_decay, eps=eps, eps_scale=eps_scale, factored=factored,
-                relative_step=relative_step, mask=mask,
-                state_storage=state_storage)
+                relative_step=relative_step, mask=mask, state_storage=state_storage)
 
 
 def lamb(
@@ -318,8 +303,7 @@ def lamb(
 
   return _build("lamb", factory, ("mask", "stack_dims", "trust_mask", "state_storage"),
                 learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root,
-                weight_decay=weight_decay, mask=mask, stack_dims=stack_dims,
-                trust_mask=trust_mask,
+                weight_decay=weight_decay, mask=mask, stack_dims=stack_dims, trust_mask=trust_mask,
                 state_storage=state_storage)
 
 
@@ -385,19 +369,14 @@ def sophia(
 
   def factory(learning_rate, b1, b2, gamma, eps, weight_decay, update_interval, estimator, seed,
               mask, state_storage):
-    return optax.chain(
-        scale_by_sophia(b1, b2, gamma, eps, update_interval, estimator, seed,
-                        storage=state_storage),
-        _decay(weight_decay, mask),
-        optax.scale_by_learning_rate(learning_rate),
-    )
+    direction = scale_by_sophia(b1, b2, gamma, eps, update_interval, estimator, seed,
+                                storage=state_storage)
+    return _decoupled(direction, weight_decay, mask, learning_rate)
 
   return _build("sophia", factory, ("mask", "update_interval", "estimator", "seed",
-                "state_storage"),
-                learning_rate=learning_rate, b1=b1, b2=b2, gamma=gamma, eps=eps,
-                weight_decay=weight_decay, update_interval=update_interval,
-                estimator=estimator, seed=seed, mask=mask,
-                state_storage=state_storage)
+                "state_storage"), learning_rate=learning_rate, b1=b1, b2=b2, gamma=gamma, eps=eps,
+                weight_decay=weight_decay, update_interval=update_interval, estimator=estimator,
+                seed=seed, mask=mask, state_storage=state_storage)
 
 
 def schedule_free_adamw(
@@ -429,9 +408,8 @@ def schedule_free_adamw(
     )
 
   return _build("schedule_free_adamw", factory, ("mask", "state_storage"),
-                learning_rate=learning_rate, b1=b1,
-                b2=b2, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-                weight_lr_power=weight_lr_power, mask=mask,
+                learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power, mask=mask,
                 state_storage=state_storage)
 
 
@@ -456,9 +434,8 @@ def schedule_free_sgd(
     )
 
   return _build("schedule_free_sgd", factory, ("mask", "state_storage"),
-                learning_rate=learning_rate, b1=b1,
-                weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-                weight_lr_power=weight_lr_power, mask=mask,
+                learning_rate=learning_rate, b1=b1, weight_decay=weight_decay,
+                warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power, mask=mask,
                 state_storage=state_storage)
 
 
@@ -485,8 +462,7 @@ def stable_adamw(
                        optax.scale_by_learning_rate(learning_rate))
 
   return _build("stable_adamw", factory, ("mask", "state_storage"), learning_rate=learning_rate,
-                b1=b1, b2=b2,
-                eps=eps, weight_decay=weight_decay, mask=mask,
+                b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask,
                 state_storage=state_storage)
 
 
@@ -513,8 +489,7 @@ def adan(
     )
 
   return _build("adan", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
-                b2=b2, b3=b3,
-                eps=eps, weight_decay=weight_decay, mask=mask,
+                b2=b2, b3=b3, eps=eps, weight_decay=weight_decay, mask=mask,
                 state_storage=state_storage)
 
 
@@ -532,14 +507,12 @@ def radam(
   optax.radam."""
 
   def factory(learning_rate, b1, b2, eps, threshold, weight_decay, mask, state_storage):
-    return optax.chain(scale_by_radam(b1, b2, eps, threshold, storage=state_storage),
-                       _decay(weight_decay, mask),
-                       optax.scale_by_learning_rate(learning_rate))
+    return _decoupled(scale_by_radam(b1, b2, eps, threshold, storage=state_storage), weight_decay,
+                      mask, learning_rate)
 
   return _build("radam", factory, ("mask", "threshold", "state_storage"),
-                learning_rate=learning_rate, b1=b1,
-                b2=b2, eps=eps, threshold=threshold, weight_decay=weight_decay, mask=mask,
-                state_storage=state_storage)
+                learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, threshold=threshold,
+                weight_decay=weight_decay, mask=mask, state_storage=state_storage)
 
 
 def ranger(
@@ -559,15 +532,12 @@ def ranger(
   """
 
   def factory(learning_rate, b1, b2, eps, weight_decay, sync_period, alpha, mask, state_storage):
-    return lookahead(optax.chain(scale_by_radam(b1, b2, eps, storage=state_storage),
-                     _decay(weight_decay, mask),
-                                 optax.scale_by_learning_rate(learning_rate)),
-                     sync_period, alpha)
+    direction = scale_by_radam(b1, b2, eps, storage=state_storage)
+    return lookahead(_decoupled(direction, weight_decay, mask, learning_rate), sync_period, alpha)
 
   return _build("ranger", factory, ("mask", "sync_period", "alpha", "state_storage"),
                 learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                sync_period=sync_period, alpha=alpha, mask=mask,
-                state_storage=state_storage)
+                sync_period=sync_period, alpha=alpha, mask=mask, state_storage=state_storage)
 
 
 def adam_mini(
@@ -584,14 +554,12 @@ def adam_mini(
   `optimkit.transforms.adam_mini` for the block rules. Reference: the `adam-mini` package."""
 
   def factory(learning_rate, b1, b2, eps, weight_decay, blocks, mask, state_storage):
-    return optax.chain(scale_by_adam_mini(b1, b2, eps, blocks, storage=state_storage),
-                       _decay(weight_decay, mask),
-                       optax.scale_by_learning_rate(learning_rate))
+    direction = scale_by_adam_mini(b1, b2, eps, blocks, storage=state_storage)
+    return _decoupled(direction, weight_decay, mask, learning_rate)
 
   return _build("adam_mini", factory, ("mask", "blocks", "state_storage"),
-                learning_rate=learning_rate, b1=b1,
-                b2=b2, eps=eps, weight_decay=weight_decay, blocks=blocks, mask=mask,
-                state_storage=state_storage)
+                learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                blocks=blocks, mask=mask, state_storage=state_storage)
 
 
 def adams(
@@ -608,14 +576,11 @@ def adams(
   Defaults are AdamW's LLM settings, which the paper says AdamS inherits."""
 
   def factory(learning_rate, b1, b2, eps, weight_decay, mask, state_storage):
-    return optax.chain(scale_by_adams(b1, b2, eps, storage=state_storage), _decay(weight_decay,
-                       mask),
-                       optax.scale_by_learning_rate(learning_rate))
+    direction = scale_by_adams(b1, b2, eps, storage=state_storage)
+    return _decoupled(direction, weight_decay, mask, learning_rate)
 
   return _build("adams", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
-                b2=b2,
-                eps=eps, weight_decay=weight_decay, mask=mask,
-                state_storage=state_storage)
+                b2=b2, eps=eps, weight_decay=weight_decay, mask=mask, state_storage=state_storage)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ METHODS = ("kahan", "stochastic")
 
 class CompensatedState(NamedTuple):
   """State of `compensated_updates`: the inner state and, per leaf, the Kahan compensation
-  (a scalar placeholder for float32/float64 leaves and for the stochastic method)."""
+  (a scalar filler for float32/float64 leaves and for the stochastic method)."""
 
   inner_state: Any
   compensation: Any

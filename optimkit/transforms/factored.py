@@ -43,7 +43,7 @@ class FactoredRMSState(NamedTuple):
   """State of `scale_by_factored_rms`.
 
   For each leaf exactly one of (`v_row`, `v_col`) and `v` is real; the other holds a
-  one-element placeholder so that every leaf of the state is an array.
+  one-element filler array so that every leaf of the state is an array.
     count: number of updates so far.
     v_row: row statistics, the leaf's shape without its largest factored dimension.
     v_col: column statistics, the leaf's shape without its second-largest factored dimension.
@@ -108,14 +108,14 @@ def scale_by_factored_rms(
   def init_fn(params):
     def init_leaf(p):
       dtype = _stat_dtype(p.dtype)
-      placeholder = jnp.zeros((1,), dtype)
+      filler = jnp.zeros((1,), dtype)
       dims = dims_of(p)
       if dims is None:
-        return placeholder, placeholder, jnp.zeros(p.shape, dtype)
+        return filler, filler, jnp.zeros(p.shape, dtype)
       second, largest = dims
       row_shape = tuple(np.delete(p.shape, largest))
       col_shape = tuple(np.delete(p.shape, second))
-      return jnp.zeros(row_shape, dtype), jnp.zeros(col_shape, dtype), placeholder
+      return jnp.zeros(row_shape, dtype), jnp.zeros(col_shape, dtype), filler
 
     triples = jax.tree.map(init_leaf, params)
     pick = lambda i: unzip_leaf(params, triples, i)

@@ -80,3 +80,15 @@ def test_cli_schedule_prints_values_and_writes_png(tmp_path, capsys):
   assert "step     199:" in printed
   assert out.read_bytes()[:4] == b"\x89PNG"
   assert cli.main(["schedule", "nope", "--peak", "1", "--steps", "10"]) == 2
+
+
+def test_cli_lr_sweep_keeps_the_best_of_three(tmp_path, capsys):
+  text = tmp_path / "corpus.txt"
+  text.write_text("a stitch in time saves nine. " * 300)
+  assert cli.main(["compare", "--quick", "--steps", "8", "--optimizers", "adamw", "--lr-sweep",
+                   "--data", str(text), "--out", str(tmp_path / "out")]) == 0
+  result = json.loads((tmp_path / "out" / "compare.json").read_text())["results"][0]
+  sweep = result["sweep"]
+  assert len(sweep) == 3 and result["final_loss"] == min(sweep.values())
+  assert result["learning_rate"] in [float(k) for k in sweep] or \
+      any(abs(result["learning_rate"] - float(k)) < 1e-9 for k in sweep)
