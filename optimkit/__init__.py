@@ -15,7 +15,7 @@ from optimkit.state import StateStorage, compensated_updates
 from optimkit.transforms import (
     AdaGradState, AdamMiniState, AdamSState, AdanState, LookaheadState, adam_mini_blocks,
     lookahead, scale_by_adam_mini, scale_by_adams, scale_by_adan, scale_by_radam,
-    scale_by_stable_adam, AdamState, FactoredRMSState, MomentumState, RelativeStepState, RMSPropState,
+    scale_by_lars, scale_by_stable_adam, AdamState, FactoredRMSState, MomentumState, RelativeStepState, RMSPropState,
     ScheduleFreeState, SignMomentumState, SkipNonFiniteState, SophiaState, TrustRatioState,
     gauss_newton_bartlett, hutchinson, scale_by_adagrad, scale_by_adam, scale_by_factored_rms,
     scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,

@@ -36,7 +36,7 @@ from optimkit.transforms.moments import (
 from optimkit.transforms.rectified import scale_by_radam
 from optimkit.transforms.schedule_free import schedule_free
 from optimkit.transforms.sign_momentum import scale_by_sign_momentum
-from optimkit.transforms.trust_ratio import StackDims, scale_by_trust_ratio
+from optimkit.transforms.trust_ratio import StackDims, scale_by_lars, scale_by_trust_ratio
 from optimkit.transforms.update_clipping import scale_by_stable_adam
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
@@ -319,17 +319,17 @@ def lars(
     stack_dims: StackDims = 0,
     state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
-  """LARS (You et al. 2017): v <- momentum v + lr * eta ||w|| / ||g + wd w|| (g + wd w); w -= v.
+  """LARS (You et al. 2017, Algorithm 1):
+  v <- momentum v + lr * eta ||w|| / (||g|| + wd ||w||) (g + wd w);  w <- w - v.
 
-  Reference: optax.lars.
+  optax.lars divides by ||g + wd w|| instead; this follows the paper. Reference:
+  pytorch-optimizer's LARS (with `mask` and `trust_mask` excluding rank-1 leaves, as it does).
   """
 
   def factory(learning_rate, weight_decay, mask, trust_coefficient, eps, trust_mask, momentum,
               nesterov, stack_dims, state_storage):
     return optax.chain(
-        _decay(weight_decay, mask),
-        scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps,
-                             stack_dims=stack_dims, mask=trust_mask),
+        scale_by_lars(trust_coefficient, weight_decay, eps, mask, trust_mask, stack_dims),
         optax.scale_by_learning_rate(learning_rate),
         scale_by_momentum(momentum, nesterov, storage=state_storage),
     )

@@ -16,6 +16,6 @@ from optimkit.transforms.rectified import scale_by_radam
 from optimkit.transforms.schedule_free import (
     ScheduleFreeState, schedule_free, schedule_free_eval_params)
 from optimkit.transforms.sign_momentum import SignMomentumState, scale_by_sign_momentum
-from optimkit.transforms.trust_ratio import TrustRatioState, scale_by_trust_ratio
+from optimkit.transforms.trust_ratio import TrustRatioState, scale_by_lars, scale_by_trust_ratio
 from optimkit.transforms.update_clipping import scale_by_stable_adam
 from optimkit.transforms.weight_decay import weight_decay_mask

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 
 import optimkit
-from tests.parity import Problem, assert_parity, run_optax
+from tests.parity import Problem, assert_parity, max_relative_error, run_optax, run_torch
 
 
 def test_lamb_matches_optax():
@@ -17,12 +17,29 @@ def test_lamb_matches_optax():
   assert_parity(ours, ref, label="lamb vs optax")
 
 
-def test_lars_matches_optax():
+def test_lars_matches_pytorch_optimizer():
+  from pytorch_optimizer import LARS
+
   problem = Problem(seed=6)
-  kwargs = dict(weight_decay=1e-3, trust_coefficient=0.02, momentum=0.9)
+  matrices_only = {k: len(s) > 1 for k, s in problem.shapes.items()}  # as pytorch-optimizer
+  ours = run_optax(optimkit.lars(0.5, weight_decay=0.01, trust_coefficient=0.02, momentum=0.9,
+                                 mask=matrices_only, trust_mask=matrices_only), problem)
+  ref = run_torch(lambda p: LARS(p, lr=0.5, weight_decay=0.01, trust_coefficient=0.02,
+                                 momentum=0.9, foreach=False), problem)
+  assert_parity(ours, ref, label="lars vs pytorch-optimizer")
+
+
+def test_optax_lars_deviates_from_the_paper_denominator():
+  """optax divides by ||g + wd w|| where the paper divides by ||g|| + wd ||w||."""
+  problem = Problem(seed=6)
+  kwargs = dict(weight_decay=0.05, trust_coefficient=0.02, momentum=0.9)
   ours = run_optax(optimkit.lars(0.5, **kwargs), problem)
-  ref = run_optax(optax.lars(0.5, **kwargs), problem)
-  assert_parity(ours, ref, label="lars vs optax")
+  theirs = run_optax(optax.lars(0.5, **kwargs), problem)
+  assert max_relative_error(theirs, ours) > 1e-3
+  # Without weight decay the two definitions coincide.
+  kwargs["weight_decay"] = 0.0
+  assert_parity(run_optax(optimkit.lars(0.5, **kwargs), problem),
+                run_optax(optax.lars(0.5, **kwargs), problem), label="lars (wd=0) vs optax")
 
 
 def test_stacked_lamb_equals_unstacked_layers():
