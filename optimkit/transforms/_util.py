@@ -42,6 +42,16 @@ def unzip_leaf(reference: Any, tuples: Any, index: int) -> Any:
   return jax.tree.map(lambda _, values: values[index], reference, tuples)
 
 
+def option_tree(option: Any, params: Any, default: Any) -> Any:
+  """A per-leaf option (mask, stack dims, ...) as a tree shaped like `params`: given as such a
+  tree, as a callable params -> tree, as one value for every leaf, or None for `default`."""
+  value = option(params) if callable(option) else option
+  if value is None or isinstance(value, (bool, int)):
+    fill = default if value is None else value
+    return jax.tree.map(lambda _: fill, params)
+  return value
+
+
 def find_state(state: Any, state_type: type) -> Any:
   """The first node of type `state_type` inside a nested optimizer state, or None."""
   if isinstance(state, state_type):

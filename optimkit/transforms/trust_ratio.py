@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
+from optimkit.transforms._util import option_tree
 
 StackDims = Union[int, Any, Callable[[Any], Any]]
 
@@ -76,9 +77,7 @@ def scale_by_trust_ratio(
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(f"{owner}: the trust ratio needs params in update().")
-    stacks = stack_dims(params) if callable(stack_dims) else stack_dims
-    if isinstance(stacks, int):
-      stacks = jax.tree.map(lambda _: stacks, params)
+    stacks = option_tree(stack_dims, params, 0)
 
     def scale(u, w, stack):
       if stack > 0 and u.ndim < stack:
@@ -126,13 +125,6 @@ def scale_by_lars(
   _checks.check_non_negative(owner, "weight_decay", weight_decay)
   _checks.check_non_negative(owner, "eps", eps)
 
-  def tree_of(option, params, default):
-    value = option(params) if callable(option) else option
-    if value is None or isinstance(value, (bool, int)):
-      fill = default if value is None else value
-      return jax.tree.map(lambda _: fill, params)
-    return value
-
   def init_fn(params):
     del params
     return TrustRatioState()
@@ -140,9 +132,9 @@ def scale_by_lars(
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(f"{owner}: the local learning rate needs params in update().")
-    decays = tree_of(mask, params, True)
-    trusts = tree_of(trust_mask, params, True)
-    stacks = tree_of(stack_dims, params, 0)
+    decays = option_tree(mask, params, True)
+    trusts = option_tree(trust_mask, params, True)
+    stacks = option_tree(stack_dims, params, 0)
 
     def scale(g, w, decay, trust, stack):
       beta = weight_decay if decay else 0.0

@@ -22,7 +22,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, ema, increment, map_like
+from optimkit.transforms._util import bias_correction, ema, increment, map_like, option_tree
 from optimkit.transforms.moments import AdamState
 
 
@@ -63,9 +63,7 @@ def scale_by_stable_adam(
              store.read(state.nu, updates, signed=False))
     count = increment(state.count)
     c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
-    decays = mask(params) if callable(mask) else mask
-    if decays is None:
-      decays = jax.tree.map(lambda _: True, params)
+    decays = option_tree(mask, params, True)
 
     def step(g, m, v, w, decay):
       v_hat = v / c2
