@@ -7,7 +7,10 @@ updates; if any element is not finite, the update is all zeros and the inner sta
 previous one, unchanged to the bit. It counts skipped steps.
 
 Where optax differs: `optax.apply_if_finite` applies the non-finite update anyway after
-`max_consecutive_errors` bad steps, corrupting the run; this wrapper never does.
+`max_consecutive_errors` bad steps, corrupting the run; this wrapper never does. With
+`max_consecutive_skips=N` it gives up instead: the N-th bad step in a row raises an error (from
+inside the compiled step, surfacing as JAX's runtime error carrying the message below) while
+params and state are still the last good ones.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+from optimkit import _checks
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -38,8 +43,27 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
-def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
-  """Wraps `inner` so that a step with a non-finite gradient or update changes nothing."""
+def _give_up(consecutive, limit) -> None:
+  raise FloatingPointError(
+      f"skip_nonfinite: {int(consecutive)} consecutive steps had non-finite gradients or "
+      f"updates (max_consecutive_skips={int(limit)}); the run is diverging. Params and "
+      f"optimizer state are the last finite ones: lower the learning rate, look for log(0) or "
+      f"division by zero in the loss, or restore the last checkpoint.")
+
+
+def skip_nonfinite(inner: optax.GradientTransformation,
+                   max_consecutive_skips: int | None = None
+                   ) -> optax.GradientTransformationExtraArgs:
+  """Wraps `inner` so that a step with a non-finite gradient or update changes nothing.
+
+  Args:
+    inner: the optimizer to protect.
+    max_consecutive_skips: give up with an error at this many bad steps in a row (>= 1);
+      None (default) skips forever.
+  """
+  if max_consecutive_skips is not None:
+    _checks.check_int_at_least("skip_nonfinite", "max_consecutive_skips",
+                               max_consecutive_skips, 1)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
@@ -56,10 +80,15 @@ def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransfo
     inner_state = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old), new_inner, state.inner_state)
     skipped = jnp.where(finite, 0, 1).astype(jnp.int32)
+    consecutive = jnp.where(finite, 0, state.consecutive_skips + 1).astype(jnp.int32)
+    if max_consecutive_skips is not None:
+      jax.lax.cond(consecutive >= max_consecutive_skips,
+                   lambda: jax.debug.callback(_give_up, consecutive, max_consecutive_skips),
+                   lambda: None)
     return new_updates, SkipNonFiniteState(
         inner_state=inner_state,
         skipped_steps=state.skipped_steps + skipped,
-        consecutive_skips=jnp.where(finite, 0, state.consecutive_skips + 1).astype(jnp.int32),
+        consecutive_skips=consecutive,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

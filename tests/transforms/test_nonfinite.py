@@ -60,3 +60,29 @@ def test_skip_nonfinite_leaves_params_and_state_bit_identical(name, bad):
   assert int(state.skipped_steps) == 1 and int(state.consecutive_skips) == 0
   assert _state_finite(state) and _state_finite(params)
   assert not np.array_equal(params["w"], before_params["w"])
+
+
+def test_gives_up_after_max_consecutive_skips_with_a_clear_error():
+  tx = optimkit.skip_nonfinite(optimkit.adamw(1e-2), max_consecutive_skips=3)
+  params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state, poison):
+    grads = jax.tree.map(lambda g: g + poison, jax.grad(_loss)(params))
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  # Two bad steps, a good one (the count resets), two more bad ones: still running.
+  for poison in (jnp.nan, jnp.nan, 0.0, jnp.inf, jnp.nan):
+    params, state = step(params, state, poison)
+  jax.block_until_ready(params)
+  assert int(state.consecutive_skips) == 2 and int(state.skipped_steps) == 4
+  with pytest.raises(Exception, match="3 consecutive steps had non-finite gradients"):
+    params, state = step(params, state, jnp.nan)
+    jax.block_until_ready(params)
+
+
+def test_max_consecutive_skips_is_validated():
+  with pytest.raises(ValueError, match="max_consecutive_skips must be an integer >= 1"):
+    optimkit.skip_nonfinite(optimkit.sgd(0.1), max_consecutive_skips=0)
