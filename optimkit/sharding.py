@@ -1,0 +1,139 @@
+"""Optimizer-state shardings derived from parameter shardings, for every optimkit optimizer and
+for optax combinators around them.
+
+    shardings = optimkit.sharding.state_shardings(tx, params)          # params carry shardings
+    state = optimkit.sharding.sharded_init(tx, params)                 # jit(init, out_shardings)
+
+Each state leaf is related to a parameter in one of a few known ways, and takes its sharding
+from that relation:
+  - shaped like the param (moments, z, slow weights, compensation): the param's spec;
+  - Adafactor's factored row/column statistics (the param's shape with one dim removed): the
+    param's spec without that dim;
+  - Adam-mini's per-block second moment (some dims reduced to 1): the spec with those dims
+    unsharded;
+  - quantized moments (`optimkit.state`): blocks run along the trailing dims, so codes and
+    scales keep the spec of the param's leading dims and leave the block dims unsharded;
+  - everything else (step counts, hyperparameters, keys, fillers): replicated.
+
+What optax lacks: `optax.tree_map_params` gives wrong-rank specs for factored statistics and
+fails on masked/partitioned states, and `jax.jit(tx.init)` without `out_shardings` replicates
+state made of fresh zeros (nothing ties it to the params' sharding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from optimkit.state import quantized as q
+
+
+def _spec_of(leaf: Any) -> tuple:
+  sharding = getattr(leaf, "sharding", None)
+  if isinstance(sharding, NamedSharding):
+    spec = tuple(sharding.spec)
+    return spec + (None,) * (len(leaf.shape) - len(spec))
+  return (None,) * len(leaf.shape)
+
+
+def _mesh_of(params: Any):
+  for leaf in jax.tree.leaves(params):
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(sharding, NamedSharding):
+      return sharding.mesh
+  raise ValueError("state_shardings: no parameter carries a NamedSharding; put the params on a "
+                   "mesh (jax.device_put with NamedSharding) or pass mesh= and specs=")
+
+
+def _leaf_spec(state_leaf: Any, param_shape: tuple, param_spec: tuple) -> tuple:
+  """The spec of one state leaf that sits where a parameter sits in the state tree."""
+  shape = tuple(state_leaf.shape)
+  if shape == param_shape:
+    return param_spec
+  if len(shape) == len(param_shape) and all(s in (1, p) for s, p in zip(shape, param_shape)):
+    return tuple(None if s != p else spec for s, p, spec in zip(shape, param_shape, param_spec))
+  if len(shape) == len(param_shape) - 1:
+    # A factored statistic: the param's spec without the dropped dim. When several dims could
+    # have been dropped (a square matrix) and they disagree, replicate: correct, if not minimal.
+    candidates = {param_spec[:d] + param_spec[d + 1:] for d in range(len(param_shape))
+                  if shape == param_shape[:d] + param_shape[d + 1:]}
+    if len(candidates) == 1:
+      return candidates.pop()
+  return (None,) * len(shape)
+
+
+def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple) -> Any:
+  """Specs for the arrays of a quantized leaf: the param's leading dims keep their spec."""
+  def leading(array):
+    kept = 0
+    while kept < min(len(array.shape), len(param_shape)) and \
+        array.shape[kept] == param_shape[kept]:
+      kept += 1
+    return param_spec[:kept] + (None,) * (len(array.shape) - kept)
+  if isinstance(stored, q.Rank1Quantized):
+    return q.Rank1Quantized(codes=leading(stored.codes), row_max=leading(stored.row_max),
+                            col_max=(None,))
+  return q.BlockQuantized(codes=leading(stored.codes), absmax=leading(stored.absmax))
+
+
+def _matches_params(node: Any, params_def) -> bool:
+  try:
+    return jax.tree.structure(node, is_leaf=q.is_quantized) == params_def
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def state_specs(tx: optax.GradientTransformation, params: Any,
+                specs: Any = None) -> Any:
+  """A tree of PartitionSpecs matching `tx.init(params)` leaf for leaf.
+
+  `specs` is a tree of PartitionSpecs for the params; without it, each param's own
+  NamedSharding is used (params may be arrays or ShapeDtypeStructs with a sharding).
+  """
+  abstract_state = jax.eval_shape(tx.init, params)
+  params_def = jax.tree.structure(params)
+  param_shapes = [tuple(p.shape) for p in jax.tree.leaves(params)]
+  if specs is None:
+    param_specs = [_spec_of(p) for p in jax.tree.leaves(params)]
+  else:
+    spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+    param_specs = [tuple(s) + (None,) * (len(shape) - len(tuple(s)))
+                   for s, shape in zip(spec_leaves, param_shapes)]
+
+  def assign(node):
+    if _matches_params(node, params_def):
+      leaves = jax.tree.leaves(node, is_leaf=q.is_quantized)
+      out = []
+      for leaf, shape, spec in zip(leaves, param_shapes, param_specs):
+        if q.is_quantized(leaf):
+          specs_of_parts = _quantized_specs(leaf, shape, spec)
+          out.append(type(specs_of_parts)(*(PartitionSpec(*part) for part in specs_of_parts)))
+        else:
+          out.append(PartitionSpec(*_leaf_spec(leaf, shape, spec)))
+      return jax.tree.unflatten(params_def, out)
+    if isinstance(node, (tuple, list)) and not q.is_quantized(node):
+      children = [assign(child) for child in node]
+      return type(node)(*children) if hasattr(node, "_fields") else type(node)(children)
+    if isinstance(node, dict):
+      return type(node)({k: assign(v) for k, v in node.items()})
+    return jax.tree.map(lambda leaf: PartitionSpec(), node)
+
+  return assign(abstract_state)
+
+
+def state_shardings(tx: optax.GradientTransformation, params: Any, mesh=None,
+                    specs: Any = None) -> Any:
+  """A tree of NamedShardings matching `tx.init(params)` leaf for leaf (see module doc)."""
+  mesh = mesh if mesh is not None else _mesh_of(params)
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), state_specs(tx, params, specs),
+                      is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def sharded_init(tx: optax.GradientTransformation, params: Any, mesh=None,
+                 specs: Any = None) -> Any:
+  """`tx.init(params)` with every state leaf created directly in its derived sharding."""
+  shardings = state_shardings(tx, params, mesh, specs)
+  return jax.jit(tx.init, out_shardings=shardings)(params)

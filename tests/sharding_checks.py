@@ -1,0 +1,80 @@
+"""Run in a subprocess with 8 simulated CPU devices (see tests/test_sharding.py)."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+
+import optimkit  # noqa: E402
+from optimkit import sharding  # noqa: E402
+
+assert jax.device_count() == 8
+mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
+SPECS = {"w": P("data", "model"), "v": P("model"), "stack": P(None, "data", "model"),
+         "emb": P(None, "model"), "s": P()}
+rng = np.random.default_rng(0)
+host = {"w": rng.normal(size=(16, 64)), "v": rng.normal(size=(32,)),
+        "stack": rng.normal(size=(4, 16, 64)), "emb": rng.normal(size=(128, 64)),
+        "s": np.asarray(1.5)}
+host = {k: np.asarray(v, np.float32) for k, v in host.items()}
+params = {k: jax.device_put(v, NamedSharding(mesh, SPECS[k])) for k, v in host.items()}
+
+OPTIMIZERS = {
+    "adamw": lambda: optimkit.adamw(1e-2),
+    "lion": lambda: optimkit.lion(1e-3),
+    "sgd": lambda: optimkit.sgd(1e-2, momentum=0.9),
+    "adafactor": lambda: optimkit.adafactor(1e-2, min_dim_size_to_factor=8),
+    "lamb": lambda: optimkit.lamb(1e-2, stack_dims={"w": 0, "v": 0, "stack": 1, "emb": 0, "s": 0}),
+    "sophia": lambda: optimkit.sophia(1e-3, estimator="hutchinson", seed=0),
+    "schedule_free_adamw": lambda: optimkit.schedule_free_adamw(1e-2),
+    "adam_mini": lambda: optimkit.adam_mini(1e-2),
+    "adamw_8bit": lambda: optimkit.adamw_8bit(1e-2),
+    "adamw_4bit": lambda: optimkit.adamw_4bit(1e-2),
+    "clip+masked adamw": lambda: optax.chain(optax.clip_by_global_norm(1.0), optimkit.adamw(
+        1e-2, mask=optimkit.weight_decay_mask)),
+}
+loss_fn = lambda p: sum(jnp.sum(jnp.sin(x) ** 2) for x in jax.tree.leaves(p))
+
+for name, make in OPTIMIZERS.items():
+  tx = make()
+  shardings = sharding.state_shardings(tx, params)
+  state = sharding.sharded_init(tx, params)
+  assert jax.tree.structure(shardings) == jax.tree.structure(state), name
+  for leaf, wanted in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
+    assert leaf.sharding.is_equivalent_to(wanted, leaf.ndim), (name, leaf.shape, wanted)
+
+  def step(params, state):
+    grads = jax.grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, loss_fn=loss_fn)
+    return optax.apply_updates(params, updates), state
+
+  param_shardings = jax.tree.map(lambda p: p.sharding, params)
+  sharded = jax.jit(step, out_shardings=(param_shardings, shardings))
+  single = jax.jit(step)
+  p_sharded, s_sharded = params, state
+  p_single = {k: jnp.asarray(v) for k, v in host.items()}
+  s_single = tx.init(p_single)
+  for _ in range(3):
+    p_sharded, s_sharded = sharded(p_sharded, s_sharded)
+    p_single, s_single = single(p_single, s_single)
+  for k in host:
+    np.testing.assert_allclose(np.asarray(p_sharded[k]), np.asarray(p_single[k]), rtol=2e-5,
+                               atol=2e-6, err_msg=name)
+  print(f"OK {name}")
+
+# Spot checks of the derived specs.
+specs = sharding.state_specs(optimkit.adamw(1e-2), params)
+assert specs.inner_state[0].mu["w"] == P("data", "model")
+assert specs.inner_state[0].count == P()
+factored = sharding.state_specs(optimkit.adafactor(1e-2, min_dim_size_to_factor=8), params)
+rms = factored.inner_state[0]
+assert rms.v_row["w"] == P("data") and rms.v_col["w"] == P("model")  # (16, 64): rows, cols
+assert rms.v_row["stack"] == P(None, "data") and rms.v_col["stack"] == P(None, "model")
+quantized = sharding.state_specs(optimkit.adamw_8bit(1e-2), params).inner_state[0]
+assert quantized.mu["emb"].codes == P(None, None)  # (128, 64) -> one flat row of blocks
+print("OK specs")
