@@ -3,6 +3,7 @@ for optax combinators around them.
 
     shardings = optimkit.sharding.state_shardings(tx, params)          # params carry shardings
     state = optimkit.sharding.sharded_init(tx, params)                 # jit(init, out_shardings)
+    state = optimkit.sharding.sharded_init(tx, params, zero1_axis="data")   # ZeRO-1
 
 Each state leaf is related to a parameter in one of a few known ways, and takes its sharding
 from that relation:
@@ -86,12 +87,30 @@ def _matches_params(node: Any, params_def) -> bool:
     return False
 
 
+def _uses(spec: tuple, axis: str) -> bool:
+  return any(entry == axis or (isinstance(entry, tuple) and axis in entry) for entry in spec)
+
+
+def zero1(spec: PartitionSpec, shape: tuple, axis: str, axis_size: int) -> PartitionSpec:
+  """ZeRO-1: additionally shard a state leaf over the data-parallel `axis`, on its first
+  unsharded dim that the axis size divides; leaves where none does stay as they are."""
+  entries = tuple(spec) + (None,) * (len(shape) - len(tuple(spec)))
+  if _uses(entries, axis):
+    return spec
+  for dim, (entry, size) in enumerate(zip(entries, shape)):
+    if entry is None and size % axis_size == 0 and size >= axis_size:
+      return PartitionSpec(*entries[:dim], axis, *entries[dim + 1:])
+  return spec
+
+
 def state_specs(tx: optax.GradientTransformation, params: Any,
-                specs: Any = None) -> Any:
+                specs: Any = None, zero1_axis: str | None = None, mesh=None) -> Any:
   """A tree of PartitionSpecs matching `tx.init(params)` leaf for leaf.
 
   `specs` is a tree of PartitionSpecs for the params; without it, each param's own
   NamedSharding is used (params may be arrays or ShapeDtypeStructs with a sharding).
+  `zero1_axis` names the data-parallel mesh axis to shard every state leaf over as well (ZeRO
+  stage 1), where the leaf's size allows.
   """
   abstract_state = jax.eval_shape(tx.init, params)
   params_def = jax.tree.structure(params)
@@ -121,19 +140,38 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
       return type(node)({k: assign(v) for k, v in node.items()})
     return jax.tree.map(lambda leaf: PartitionSpec(), node)
 
-  return assign(abstract_state)
+  result = assign(abstract_state)
+  if zero1_axis is None:
+    return result
+  mesh = mesh if mesh is not None else _mesh_of(params)
+  if zero1_axis not in mesh.shape:
+    raise ValueError(f"state_specs: zero1_axis {zero1_axis!r} is not an axis of the mesh "
+                     f"{dict(mesh.shape)}")
+  size = mesh.shape[zero1_axis]
+  return jax.tree.map(lambda spec, leaf: zero1(spec, tuple(leaf.shape), zero1_axis, size),
+                      result, abstract_state, is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def state_shardings(tx: optax.GradientTransformation, params: Any, mesh=None,
-                    specs: Any = None) -> Any:
+                    specs: Any = None, zero1_axis: str | None = None) -> Any:
   """A tree of NamedShardings matching `tx.init(params)` leaf for leaf (see module doc)."""
   mesh = mesh if mesh is not None else _mesh_of(params)
-  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), state_specs(tx, params, specs),
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec),
+                      state_specs(tx, params, specs, zero1_axis, mesh),
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def sharded_init(tx: optax.GradientTransformation, params: Any, mesh=None,
-                 specs: Any = None) -> Any:
+                 specs: Any = None, zero1_axis: str | None = None) -> Any:
   """`tx.init(params)` with every state leaf created directly in its derived sharding."""
-  shardings = state_shardings(tx, params, mesh, specs)
+  shardings = state_shardings(tx, params, mesh, specs, zero1_axis)
   return jax.jit(tx.init, out_shardings=shardings)(params)
+
+
+def bytes_per_device(tree: Any) -> dict:
+  """Bytes of `tree` held by each device (addressable shards), keyed by device id."""
+  totals: dict = {}
+  for leaf in jax.tree.leaves(tree):
+    for shard in leaf.addressable_shards:
+      totals[shard.device.id] = totals.get(shard.device.id, 0) + shard.data.nbytes
+  return totals

@@ -40,10 +40,10 @@ OPTIMIZERS = {
 }
 loss_fn = lambda p: sum(jnp.sum(jnp.sin(x) ** 2) for x in jax.tree.leaves(p))
 
-for name, make in OPTIMIZERS.items():
+for (name, make), zero in [(item, zero) for item in OPTIMIZERS.items() for zero in (None, "data")]:
   tx = make()
-  shardings = sharding.state_shardings(tx, params)
-  state = sharding.sharded_init(tx, params)
+  shardings = sharding.state_shardings(tx, params, zero1_axis=zero)
+  state = sharding.sharded_init(tx, params, zero1_axis=zero)
   assert jax.tree.structure(shardings) == jax.tree.structure(state), name
   for leaf, wanted in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
     assert leaf.sharding.is_equivalent_to(wanted, leaf.ndim), (name, leaf.shape, wanted)
@@ -65,7 +65,10 @@ for name, make in OPTIMIZERS.items():
   for k in host:
     np.testing.assert_allclose(np.asarray(p_sharded[k]), np.asarray(p_single[k]), rtol=2e-5,
                                atol=2e-6, err_msg=name)
-  print(f"OK {name}")
+    assert p_sharded[k].sharding.is_equivalent_to(params[k].sharding, p_sharded[k].ndim)
+  per_device = sharding.bytes_per_device(state)
+  print(f"OK {name} zero1={zero} state bytes per device: max {max(per_device.values())} "
+        f"min {min(per_device.values())} total {sum(per_device.values())}")
 
 # Spot checks of the derived specs.
 specs = sharding.state_specs(optimkit.adamw(1e-2), params)
@@ -78,3 +81,21 @@ assert rms.v_row["stack"] == P(None, "data") and rms.v_col["stack"] == P(None, "
 quantized = sharding.state_specs(optimkit.adamw_8bit(1e-2), params).inner_state[0]
 assert quantized.mu["emb"].codes == P(None, None)  # (128, 64) -> one flat row of blocks
 print("OK specs")
+
+# ZeRO-1 on data-parallel params (replicated over "data"): the state per device halves (the
+# data axis has 2 devices), up to the scalars.
+dp_specs = {"w": P(None, "model"), "v": P("model"), "stack": P(None, None, "model"),
+            "emb": P(None, "model"), "s": P()}
+dp_params = {k: jax.device_put(v, NamedSharding(mesh, dp_specs[k])) for k, v in host.items()}
+plain = sharding.bytes_per_device(sharding.sharded_init(optimkit.adamw(1e-2), dp_params))
+zeroed = sharding.bytes_per_device(sharding.sharded_init(optimkit.adamw(1e-2), dp_params,
+                                                         zero1_axis="data"))
+print(f"MEASURE adamw state bytes/device: without ZeRO-1 {max(plain.values())}, "
+      f"with {max(zeroed.values())}")
+assert max(zeroed.values()) < 0.51 * max(plain.values())
+try:
+  sharding.state_specs(optimkit.adamw(1e-2), params, zero1_axis="batch")
+  raise AssertionError("expected a ValueError")
+except ValueError as error:
+  assert "zero1_axis 'batch' is not an axis of the mesh" in str(error)
+print("OK zero1")

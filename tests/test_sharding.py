@@ -16,5 +16,5 @@ def test_state_shardings_on_eight_devices():
                           capture_output=True, text=True, env=env, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
   for name in ("adamw", "adafactor", "sophia", "schedule_free_adamw", "adam_mini", "adamw_8bit",
-               "adamw_4bit", "clip+masked adamw", "specs"):
+               "adamw_4bit", "clip+masked adamw", "specs", "zero1"):
     assert f"OK {name}" in result.stdout
