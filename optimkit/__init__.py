@@ -21,7 +21,7 @@ from optimkit.transforms import (
     scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,
     scale_by_sophia, scale_by_trust_ratio, schedule_free, schedule_free_eval_params,
     skip_nonfinite, weight_decay_mask)
-from optimkit import memory, presets, schedules, sharding
+from optimkit import checkpoint, memory, presets, schedules, sharding
 from optimkit.schedules import plot_schedule
 
 __version__ = "0.1.0"

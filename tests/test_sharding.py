@@ -1,6 +1,7 @@
 """Derived optimizer-state shardings on 8 simulated CPU devices (a 2 x 4 data x model mesh):
 every listed optimizer's state is created in its derived sharding and a sharded step equals the
-single-device step. Runs in a subprocess because the device count is fixed at JAX start-up."""
+single-device step; ZeRO-1 halves the state per device; Orbax checkpoints restore onto another
+mesh and resume bit-identically. Runs in a subprocess: the device count is fixed at JAX start."""
 
 import os
 import subprocess
@@ -18,3 +19,5 @@ def test_state_shardings_on_eight_devices():
   for name in ("adamw", "adafactor", "sophia", "schedule_free_adamw", "adam_mini", "adamw_8bit",
                "adamw_4bit", "clip+masked adamw", "specs", "zero1"):
     assert f"OK {name}" in result.stdout
+  for name in ("adamw", "adafactor", "sophia", "schedule_free_adamw", "adamw_8bit", "adamw_4bit"):
+    assert f"OK checkpoint {name}" in result.stdout
