@@ -4,6 +4,7 @@ for optax combinators around them.
     shardings = optimkit.sharding.state_shardings(tx, params)          # params carry shardings
     state = optimkit.sharding.sharded_init(tx, params)                 # jit(init, out_shardings)
     state = optimkit.sharding.sharded_init(tx, params, zero1_axis="data")   # ZeRO-1
+    init, update = optimkit.sharding.offloaded_update(tx, params)      # state in host memory
 
 Each state leaf is related to a parameter in one of a few known ways, and takes its sharding
 from that relation:
@@ -166,6 +167,37 @@ def sharded_init(tx: optax.GradientTransformation, params: Any, mesh=None,
   """`tx.init(params)` with every state leaf created directly in its derived sharding."""
   shardings = state_shardings(tx, params, mesh, specs, zero1_axis)
   return jax.jit(tx.init, out_shardings=shardings)(params)
+
+
+def with_memory_kind(shardings: Any, memory_kind: str) -> Any:
+  """The same shardings in another memory (e.g. "pinned_host" to keep state off the device)."""
+  return jax.tree.map(lambda s: s.with_memory_kind(memory_kind), shardings,
+                      is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
+def offloaded_update(tx: optax.GradientTransformation, params: Any, mesh=None,
+                     specs: Any = None, zero1_axis: str | None = None):
+  """Host offload: (init, update) where the optimizer state lives in pinned host memory and is
+  brought to the devices only inside the jitted update.
+
+      init, update = offloaded_update(tx, params)
+      state = init(params)                       # on the host
+      params, state = update(grads, state, params, **extra_args)   # jitted, donates state
+  """
+  device_shardings = state_shardings(tx, params, mesh, specs, zero1_axis)
+  host_shardings = with_memory_kind(device_shardings, "pinned_host")
+  param_shardings = jax.tree.map(lambda p: p.sharding, params)
+
+  def init(params):
+    return jax.jit(tx.init, out_shardings=host_shardings)(params)
+
+  def step(grads, state, params, **extra_args):
+    state = jax.device_put(state, device_shardings)  # host -> device, inside the program
+    updates, state = tx.update(grads, state, params, **extra_args)
+    return optax.apply_updates(params, updates), state
+
+  compiled = jax.jit(step, out_shardings=(param_shardings, host_shardings), donate_argnums=(1,))
+  return init, compiled
 
 
 def bytes_per_device(tree: Any) -> dict:

@@ -21,3 +21,5 @@ def test_state_shardings_on_eight_devices():
     assert f"OK {name}" in result.stdout
   for name in ("adamw", "adafactor", "sophia", "schedule_free_adamw", "adamw_8bit", "adamw_4bit"):
     assert f"OK checkpoint {name}" in result.stdout
+  for name in ("adamw", "adamw_8bit", "adafactor"):
+    assert f"OK offload {name}" in result.stdout
