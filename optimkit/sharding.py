@@ -50,6 +50,35 @@ def _mesh_of(params: Any):
                    "mesh (jax.device_put with NamedSharding) or pass mesh= and specs=")
 
 
+def check_specs(params: Any, specs: Any, mesh) -> None:
+  """ValueError naming the parameter path and the axis for a spec that names a missing mesh
+  axis or does not divide the dimension it shards."""
+  spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  param_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  if len(spec_leaves) != len(param_leaves):
+    raise ValueError(f"specs has {len(spec_leaves)} PartitionSpecs for {len(param_leaves)} "
+                     f"parameters; give one per parameter leaf")
+  for (path, leaf), spec in zip(param_leaves, spec_leaves):
+    where = jax.tree_util.keystr(path) or "<root>"
+    if len(tuple(spec)) > len(leaf.shape):
+      raise ValueError(f"spec {spec} for parameter {where} has more entries than its rank "
+                       f"{len(leaf.shape)}")
+    for dim, entry in enumerate(tuple(spec)):
+      axes = entry if isinstance(entry, tuple) else (entry,)
+      size = 1
+      for axis in axes:
+        if axis is None:
+          continue
+        if axis not in mesh.shape:
+          raise ValueError(f"spec {spec} for parameter {where} names mesh axis {axis!r}, which "
+                           f"the mesh does not have (axes: {dict(mesh.shape)})")
+        size *= mesh.shape[axis]
+      if leaf.shape[dim] % size:
+        raise ValueError(f"spec {spec} for parameter {where}: dimension {dim} of size "
+                         f"{leaf.shape[dim]} is not divisible by mesh axis {entry!r} of size "
+                         f"{size}")
+
+
 def _leaf_spec(state_leaf: Any, param_shape: tuple, param_spec: tuple) -> tuple:
   """The spec of one state leaf that sits where a parameter sits in the state tree."""
   shape = tuple(state_leaf.shape)
@@ -119,6 +148,7 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
   if specs is None:
     param_specs = [_spec_of(p) for p in jax.tree.leaves(params)]
   else:
+    check_specs(params, specs, mesh if mesh is not None else _mesh_of(params))
     spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
     param_specs = [tuple(s) + (None,) * (len(shape) - len(tuple(s)))
                    for s, shape in zip(spec_leaves, param_shapes)]

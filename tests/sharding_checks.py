@@ -163,3 +163,29 @@ for name in ("adamw", "adamw_8bit", "adafactor"):
   for k in host:
     np.testing.assert_allclose(np.asarray(p_off[k]), np.asarray(p_dev[k]), rtol=1e-6, atol=1e-7)
   print(f"OK offload {name}")
+
+# Bad specs name the parameter path and the axis.
+for bad, message in [({**SPECS, "v": P("pipeline")}, "parameter ['v'] names mesh axis 'pipeline'"),
+                     ({**SPECS, "emb": P("data", "model")}, None),
+                     ({**SPECS, "v": P(("data", "model"))}, None),
+                     ({**SPECS, "w": P("model", "data")}, None)]:
+  try:
+    sharding.state_specs(optimkit.adamw(1e-2), host, specs=bad, mesh=mesh)
+    assert message is None, f"expected an error for {bad}"
+  except ValueError as error:
+    assert message is not None and message in str(error), str(error)
+try:
+  sharding.state_specs(optimkit.adamw(1e-2), {"x": np.zeros((6, 4), np.float32)},
+                       specs={"x": P("model", None)}, mesh=mesh)
+  raise AssertionError("expected an error")
+except ValueError as error:
+  assert "parameter ['x']: dimension 0 of size 6 is not divisible by mesh axis 'model'" in str(error)
+
+# Sharded like the params, the compiled step gathers no optimizer state.
+tx = optimkit.adamw(1e-2)
+shardings = sharding.state_shardings(tx, params)
+compiled = jax.jit(lambda p, s, g: tx.update(g, s, p),
+                   out_shardings=(jax.tree.map(lambda p: p.sharding, params), shardings)).lower(
+    params, sharding.sharded_init(tx, params), params).compile()
+assert "all-gather" not in compiled.as_text()
+print("OK errors and no all-gather")

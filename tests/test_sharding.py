@@ -23,3 +23,4 @@ def test_state_shardings_on_eight_devices():
     assert f"OK checkpoint {name}" in result.stdout
   for name in ("adamw", "adamw_8bit", "adafactor"):
     assert f"OK offload {name}" in result.stdout
+  assert "OK errors and no all-gather" in result.stdout
