@@ -24,3 +24,44 @@ def test_state_shardings_on_eight_devices():
   for name in ("adamw", "adamw_8bit", "adafactor"):
     assert f"OK offload {name}" in result.stdout
   assert "OK errors and no all-gather" in result.stdout
+
+
+def _free_port():
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_match_a_single_process(tmp_path):
+  """jax.distributed on 127.0.0.1: 2 processes x 4 CPU devices, ZeRO-1 sharded steps with an
+  Orbax save/restore in the middle, equal to the same steps in one process."""
+  import jax
+  import numpy as np
+  import optax
+
+  from tests.multiprocess_problem import (
+      STEPS_AFTER, STEPS_BEFORE, host_params, loss_fn, make_tx)
+
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_ENABLE_X64="0")
+  env.pop("XLA_FLAGS", None)
+  port = _free_port()
+  workers = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests",
+                                                            "multiprocess_worker.py"),
+                               str(i), str(port), str(tmp_path)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+  outputs = [w.communicate(timeout=600) for w in workers]
+  for worker, (out, err) in zip(workers, outputs):
+    assert worker.returncode == 0, err[-4000:]
+  result = np.load(tmp_path / "params.npz")
+
+  tx = make_tx()  # float32 params: float32 hyperparameters and moments, as in the workers
+  params = {k: jax.numpy.asarray(v) for k, v in host_params().items()}
+  state = tx.init(params)
+  for _ in range(STEPS_BEFORE + STEPS_AFTER):
+    updates, state = tx.update(jax.grad(loss_fn)(params), state, params)
+    params = optax.apply_updates(params, updates)
+  for k in params:
+    np.testing.assert_allclose(result[k], np.asarray(params[k]), rtol=1e-5, atol=1e-6)
