@@ -24,6 +24,8 @@ def test_state_shardings_on_eight_devices():
   for name in ("adamw", "adamw_8bit", "adafactor"):
     assert f"OK offload {name}" in result.stdout
   assert "OK errors and no all-gather" in result.stdout
+  for name in ("adamw", "adafactor", "adam_mini", "lion"):
+    assert f"OK nnx {name}" in result.stdout
 
 
 def _free_port():
