@@ -22,7 +22,7 @@ from optimkit.transforms import (
     scale_by_sophia, scale_by_trust_ratio, schedule_free, schedule_free_eval_params,
     skip_nonfinite, weight_decay_mask)
 from optimkit import checkpoint, memory, presets, schedules, sharding
-from optimkit import flax as flax_helpers
+from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule
 
 __version__ = "0.1.0"
