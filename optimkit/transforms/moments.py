@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.state.storage import StorageLike, compute_dtype, resolve
+from optimkit.state.storage import StateStorage, StorageLike, compute_dtype, resolve
 from optimkit.transforms._util import bias_correction, ema, increment, map_like
 
 
@@ -107,6 +107,32 @@ class AdamState(NamedTuple):
   nu: Any
 
 
+def init_adam_state(store: StateStorage, params: Any, keep_mu: bool = True) -> AdamState:
+  """Zero Adam moments in `store` (no first moment when `keep_mu` is False)."""
+  return AdamState(count=jnp.zeros([], jnp.int32),
+                   mu=store.init(params, signed=True) if keep_mu else None,
+                   nu=store.init(params, signed=False))
+
+
+def next_adam_moments(store: StateStorage, updates: Any, state: AdamState, b1: Any, b2: Any,
+                      keep_mu: bool = True) -> tuple[Any, Any, jax.Array]:
+  """(m_t, v_t, t): the EMAs of g and g^2 after this step, in the compute dtype, and the new
+  count. Without a first moment, m_t is the gradient itself. Shared by Adam, RAdam and
+  StableAdamW, which differ only in how they turn the moments into a direction."""
+  mu = ema(b1, updates, store.read(state.mu, updates, signed=True)) if keep_mu else updates
+  nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
+           store.read(state.nu, updates, signed=False))
+  return mu, nu, increment(state.count)
+
+
+def store_adam_state(store: StateStorage, updates: Any, state: AdamState, mu: Any, nu: Any,
+                     count: jax.Array, keep_mu: bool = True) -> AdamState:
+  """The new AdamState with m_t and v_t written back in `store`'s format."""
+  return AdamState(count=count,
+                   mu=store.write(mu, updates, state.mu, signed=True) if keep_mu else None,
+                   nu=store.write(nu, updates, state.nu, signed=False))
+
+
 def scale_by_adam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -141,27 +167,17 @@ def scale_by_adam(
   store = resolve(storage)
 
   def init_fn(params):
-    return AdamState(
-        count=jnp.zeros([], jnp.int32),
-        mu=store.init(params, signed=True) if keep_mu else None,
-        nu=store.init(params, signed=False),
-    )
+    return init_adam_state(store, params, keep_mu)
 
   def update_fn(updates, state, params=None):
     del params
-    mu = ema(b1, updates, store.read(state.mu, updates, signed=True)) if keep_mu else updates
-    nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
-             store.read(state.nu, updates, signed=False))
-    count = increment(state.count)
+    mu, nu, count = next_adam_moments(store, updates, state, b1, b2, keep_mu)
     correction1 = bias_correction(b1, count)
     correction2 = bias_correction(b2, count)
     direction = map_like(
         lambda g, m, v: (m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps),
         updates, mu, nu)
-    return direction, AdamState(
-        count=count,
-        mu=store.write(mu, updates, state.mu, signed=True) if keep_mu else None,
-        nu=store.write(nu, updates, state.nu, signed=False))
+    return direction, store_adam_state(store, updates, state, mu, nu, count, keep_mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

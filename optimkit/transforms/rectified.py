@@ -15,14 +15,13 @@ References: torch.optim.RAdam, optax.radam, torch-optimi's RAdam/Ranger.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, ema, increment, map_like
-from optimkit.transforms.moments import AdamState
+from optimkit.transforms._util import bias_correction, map_like
+from optimkit.transforms.moments import init_adam_state, next_adam_moments, store_adam_state
 
 
 def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -45,15 +44,11 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   store = resolve(storage)
 
   def init_fn(params):
-    return AdamState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
-                     nu=store.init(params, signed=False))
+    return init_adam_state(store, params)
 
   def update_fn(updates, state, params=None):
     del params
-    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
-    nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
-             store.read(state.nu, updates, signed=False))
-    count = increment(state.count)
+    mu, nu, count = next_adam_moments(store, updates, state, b1, b2)
     t = count.astype(jnp.result_type(float))
     c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
     rho = rho_inf - 2.0 * t * b2 ** t / c2
@@ -64,7 +59,6 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     direction = map_like(
         lambda g, m, v: jnp.where(rectified, ratio * (m / c1) / (jnp.sqrt(v / c2) + eps), m / c1),
         updates, mu, nu)
-    return direction, AdamState(count=count, mu=store.write(mu, updates, state.mu, signed=True),
-                                nu=store.write(nu, updates, state.nu, signed=False))
+    return direction, store_adam_state(store, updates, state, mu, nu, count)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, ema, increment, map_like, option_tree
-from optimkit.transforms.moments import AdamState
+from optimkit.transforms._util import bias_correction, map_like, option_tree
+from optimkit.transforms.moments import init_adam_state, next_adam_moments, store_adam_state
 
 
 def scale_by_stable_adam(
@@ -52,16 +51,12 @@ def scale_by_stable_adam(
   store = resolve(storage)
 
   def init_fn(params):
-    return AdamState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
-                     nu=store.init(params, signed=False))
+    return init_adam_state(store, params)
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(f"{owner}: update() needs params for the weight decay.")
-    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
-    nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
-             store.read(state.nu, updates, signed=False))
-    count = increment(state.count)
+    mu, nu, count = next_adam_moments(store, updates, state, b1, b2)
     c1, c2 = bias_correction(b1, count), bias_correction(b2, count)
     decays = option_tree(mask, params, True)
 
@@ -74,7 +69,6 @@ def scale_by_stable_adam(
       return direction / jnp.maximum(1.0, rms)
 
     direction = map_like(step, updates, mu, nu, params, decays)
-    return direction, AdamState(count=count, mu=store.write(mu, updates, state.mu, signed=True),
-                                nu=store.write(nu, updates, state.nu, signed=False))
+    return direction, store_adam_state(store, updates, state, mu, nu, count)
 
   return optax.GradientTransformation(init_fn, update_fn)
