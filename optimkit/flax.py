@@ -11,7 +11,9 @@ parameters, ZeRO-1 included, for every optimkit optimizer:
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     optimkit.flax.shard_optimizer(optimizer, model, wrt=nnx.Param, zero1_axis="data")
 
-A jitted train step (`nnx.jit`) then keeps the state in those shardings.
+A jitted train step (`nnx.jit`) then keeps the state in those shardings: the optimizer's
+transformation is wrapped to constrain the new state to them, since `nnx.jit` cannot name output
+shardings and XLA would otherwise lay quantized state out as it sees fit.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from optimkit import sharding
 
 def shard_optimizer(optimizer: Any, model: Any, wrt: Any = None,
                     zero1_axis: str | None = None) -> Any:
-  """Moves `optimizer.opt_state` (an `nnx.Optimizer`) into derived shardings, in place."""
+  """Moves `optimizer.opt_state` (an `nnx.Optimizer`) into derived shardings, in place, and
+  makes its updates keep the state there (`optimkit.sharding.keep_state_shardings`)."""
   from flax import nnx
 
   wrt = nnx.Param if wrt is None else wrt
   params = nnx.to_pure_dict(nnx.state(model, wrt))
-  targets = jax.tree.leaves(sharding.state_shardings(optimizer.tx, params,
-                                                     zero1_axis=zero1_axis))
+  shardings = sharding.state_shardings(optimizer.tx, params, zero1_axis=zero1_axis)
+  targets = jax.tree.leaves(shardings)
   variables = jax.tree.leaves(optimizer.opt_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
   position = 0
   for variable in variables:
@@ -46,4 +49,6 @@ def shard_optimizer(optimizer: Any, model: Any, wrt: Any = None,
     raise ValueError(f"shard_optimizer: the optimizer state has {position} arrays but tx.init on "
                      f"the model's parameters gives {len(targets)}; was the optimizer built with "
                      f"wrt={wrt}?")
+  # nnx.jit has no out_shardings for the state: the update itself keeps it in place.
+  optimizer.tx = sharding.keep_state_shardings(optimizer.tx, shardings)
   return optimizer

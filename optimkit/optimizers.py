@@ -24,6 +24,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.hyperparams import inject_hyperparams, with_tree_check
+from optimkit.sharding import with_explicit_axes
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini
 from optimkit.transforms.adams import scale_by_adams
@@ -52,7 +53,7 @@ def _build(owner: str, factory: Callable[..., optax.GradientTransformation],
   factory(**{name: value(0) if callable(value) and name not in static_args else value
              for name, value in arguments.items()})
   injected = inject_hyperparams(factory, static_args=static_args)(**arguments)
-  return with_tree_check(owner, injected)
+  return with_explicit_axes(with_tree_check(owner, injected))
 
 
 def _decay(weight_decay: Any, mask: Mask) -> optax.GradientTransformation:

@@ -14,8 +14,12 @@ from that relation:
   - Adam-mini's per-block second moment (some dims reduced to 1): the spec with those dims
     unsharded;
   - quantized moments (`optimkit.state`): blocks run along the trailing dims, so codes and
-    scales keep the spec of the param's leading dims and leave the block dims unsharded;
+    scales keep the spec of the param's leading dims, and the block dims are sharded with the
+    param where the blocks align with its shards (`_block_specs`);
   - everything else (step counts, hyperparameters, keys, fillers): replicated.
+
+Under Explicit mesh axes (sharding in types) every optimkit optimizer places its state in these
+specs from a plain `tx.init(params)` and keeps them through `update` (`with_explicit_axes`).
 
 What optax lacks: `optax.tree_map_params` gives wrong-rank specs for factored statistics and
 fails on masked/partitioned states, and `jax.jit(tx.init)` without `out_shardings` replicates
@@ -28,13 +32,22 @@ from typing import Any
 
 import jax
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from optimkit.state import quantized as q
 
 
-def _spec_of(leaf: Any) -> tuple:
+def _sharding_of(leaf: Any) -> Any:
+  """A leaf's sharding: the concrete one of an array or ShapeDtypeStruct, else (a tracer under
+  Explicit mesh axes) the one in its type."""
   sharding = getattr(leaf, "sharding", None)
+  if sharding is None and isinstance(leaf, jax.core.Tracer):
+    sharding = jax.typeof(leaf).sharding
+  return sharding
+
+
+def _spec_of(leaf: Any) -> tuple:
+  sharding = _sharding_of(leaf)
   if isinstance(sharding, NamedSharding):
     spec = tuple(sharding.spec)
     return spec + (None,) * (len(leaf.shape) - len(spec))
@@ -43,7 +56,7 @@ def _spec_of(leaf: Any) -> tuple:
 
 def _mesh_of(params: Any):
   for leaf in jax.tree.leaves(params):
-    sharding = getattr(leaf, "sharding", None)
+    sharding = _sharding_of(leaf)
     if isinstance(sharding, NamedSharding):
       return sharding.mesh
   raise ValueError("state_shardings: no parameter carries a NamedSharding; put the params on a "
@@ -96,18 +109,57 @@ def _leaf_spec(state_leaf: Any, param_shape: tuple, param_spec: tuple) -> tuple:
   return (None,) * len(shape)
 
 
-def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple) -> Any:
-  """Specs for the arrays of a quantized leaf: the param's leading dims keep their spec."""
-  def leading(array):
-    kept = 0
-    while kept < min(len(array.shape), len(param_shape)) and \
-        array.shape[kept] == param_shape[kept]:
-      kept += 1
-    return param_spec[:kept] + (None,) * (len(array.shape) - kept)
+def _axis_size(entry: Any, axis_sizes: dict) -> int:
+  size = 1
+  for axis in entry if isinstance(entry, tuple) else (entry,):
+    size *= axis_sizes.get(axis, 1) if axis is not None else 1
+  return size
+
+
+def _block_specs(param_shape: tuple, param_spec: tuple, block_size: int, packed: bool,
+                 axis_sizes: dict) -> tuple:
+  """Specs of the (blocks, within-block) dims of a blockwise-quantized leaf.
+
+  Blocks are cut from the trailing group of dims read as one row. When only the first dim of
+  that group is sharded, the shards are contiguous runs of the row: if every run holds whole
+  blocks, the blocks dim takes the sharding; if the row is a single block that the shards split
+  evenly, the within-block dim takes it (each device then keeps its part of the block and the
+  block's scale is a max over devices). Otherwise a block would straddle shards in a pattern no
+  spec describes, and both stay unsharded.
+  """
+  leading, trailing, blocks = q.block_layout(param_shape, block_size)
+  split = len(leading)
+  if split == len(param_shape) or trailing % block_size or \
+      any(entry is not None for entry in param_spec[split + 1:]):
+    return None, None
+  entry = param_spec[split]
+  shards = _axis_size(entry, axis_sizes)
+  if entry is None or param_shape[split] % shards:
+    return None, None
+  if blocks % shards == 0:
+    return entry, None
+  width = block_size // 2 if packed else block_size
+  if blocks == 1 and width % shards == 0:
+    return None, entry
+  return None, None
+
+
+def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple,
+                     axis_sizes: dict) -> Any:
+  """Specs for the arrays of a quantized leaf. Blockwise: the param's leading dims keep their
+  spec, the block dims follow `_block_specs`. Rank-1: codes keep the param's spec (the packed last dim too when each shard holds
+  whole bytes), row maxima the leading spec, column maxima the last dim's."""
   if isinstance(stored, q.Rank1Quantized):
-    return q.Rank1Quantized(codes=leading(stored.codes), row_max=leading(stored.row_max),
-                            col_max=(None,))
-  return q.BlockQuantized(codes=leading(stored.codes), absmax=leading(stored.absmax))
+    last = param_spec[-1]
+    packed_last = last if (param_shape[-1] // _axis_size(last, axis_sizes)) % 2 == 0 else None
+    return q.Rank1Quantized(codes=param_spec[:-1] + (packed_last,), row_max=param_spec[:-1],
+                            col_max=(last,))
+  split = stored.absmax.ndim - 1
+  block_size = q.block_size_of(stored, param_shape)
+  blocks, within = _block_specs(param_shape, param_spec, block_size,
+                                block_size != stored.codes.shape[-1], axis_sizes)
+  return q.BlockQuantized(codes=param_spec[:split] + (blocks, within),
+                          absmax=param_spec[:split] + (blocks,))
 
 
 def _matches_params(node: Any, params_def) -> bool:
@@ -139,31 +191,45 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
 
   `specs` is a tree of PartitionSpecs for the params; without it, each param's own
   NamedSharding is used (params may be arrays or ShapeDtypeStructs with a sharding).
-  `zero1_axis` names the data-parallel mesh axis to shard every state leaf over as well (ZeRO
-  stage 1), where the leaf's size allows.
+  `zero1_axis` names the data-parallel mesh axis to shard the per-parameter state over as well
+  (ZeRO stage 1), where a leaf's size allows; step counts, keys and hyperparameters stay
+  replicated.
   """
   abstract_state = jax.eval_shape(tx.init, params)
   params_def = jax.tree.structure(params)
   param_shapes = [tuple(p.shape) for p in jax.tree.leaves(params)]
   if specs is None:
     param_specs = [_spec_of(p) for p in jax.tree.leaves(params)]
+    if mesh is None and (zero1_axis is not None or any(any(s) for s in param_specs)):
+      mesh = _mesh_of(params)
   else:
-    check_specs(params, specs, mesh if mesh is not None else _mesh_of(params))
+    mesh = mesh if mesh is not None else _mesh_of(params)
+    check_specs(params, specs, mesh)
     spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
     param_specs = [tuple(s) + (None,) * (len(shape) - len(tuple(s)))
                    for s, shape in zip(spec_leaves, param_shapes)]
+  axis_sizes = dict(mesh.shape) if mesh is not None else {}
+  if zero1_axis is not None and zero1_axis not in axis_sizes:
+    raise ValueError(f"state_specs: zero1_axis {zero1_axis!r} is not an axis of the mesh "
+                     f"{axis_sizes}")
+
+  def per_parameter(leaf, shape, spec):
+    if q.is_quantized(leaf):
+      parts = _quantized_specs(leaf, shape, spec, axis_sizes)
+      return type(parts)(*(finish(PartitionSpec(*part), array)
+                           for part, array in zip(parts, leaf)))
+    return finish(PartitionSpec(*_leaf_spec(leaf, shape, spec)), leaf)
+
+  def finish(spec, leaf):
+    if zero1_axis is None:
+      return spec
+    return zero1(spec, tuple(leaf.shape), zero1_axis, axis_sizes[zero1_axis])
 
   def assign(node):
     if _matches_params(node, params_def):
       leaves = jax.tree.leaves(node, is_leaf=q.is_quantized)
-      out = []
-      for leaf, shape, spec in zip(leaves, param_shapes, param_specs):
-        if q.is_quantized(leaf):
-          specs_of_parts = _quantized_specs(leaf, shape, spec)
-          out.append(type(specs_of_parts)(*(PartitionSpec(*part) for part in specs_of_parts)))
-        else:
-          out.append(PartitionSpec(*_leaf_spec(leaf, shape, spec)))
-      return jax.tree.unflatten(params_def, out)
+      return jax.tree.unflatten(params_def, [per_parameter(*args) for args in
+                                             zip(leaves, param_shapes, param_specs)])
     if isinstance(node, (tuple, list)) and not q.is_quantized(node):
       children = [assign(child) for child in node]
       return type(node)(*children) if hasattr(node, "_fields") else type(node)(children)
@@ -171,16 +237,7 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
       return type(node)({k: assign(v) for k, v in node.items()})
     return jax.tree.map(lambda leaf: PartitionSpec(), node)
 
-  result = assign(abstract_state)
-  if zero1_axis is None:
-    return result
-  mesh = mesh if mesh is not None else _mesh_of(params)
-  if zero1_axis not in mesh.shape:
-    raise ValueError(f"state_specs: zero1_axis {zero1_axis!r} is not an axis of the mesh "
-                     f"{dict(mesh.shape)}")
-  size = mesh.shape[zero1_axis]
-  return jax.tree.map(lambda spec, leaf: zero1(spec, tuple(leaf.shape), zero1_axis, size),
-                      result, abstract_state, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return assign(abstract_state)
 
 
 def state_shardings(tx: optax.GradientTransformation, params: Any, mesh=None,
@@ -197,6 +254,74 @@ def sharded_init(tx: optax.GradientTransformation, params: Any, mesh=None,
   """`tx.init(params)` with every state leaf created directly in its derived sharding."""
   shardings = state_shardings(tx, params, mesh, specs, zero1_axis)
   return jax.jit(tx.init, out_shardings=shardings)(params)
+
+
+def _explicitly_sharded(tree: Any) -> bool:
+  """Whether some leaf's type is sharded over an Explicit mesh axis."""
+  for leaf in jax.tree.leaves(tree):
+    sharding = jax.typeof(leaf).sharding
+    if isinstance(sharding, NamedSharding) and any(sharding.spec) and \
+        AxisType.Explicit in sharding.mesh.axis_types:
+      return True
+  return False
+
+
+def with_explicit_axes(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """`tx` made to work under Explicit mesh axes (sharding in types), unchanged otherwise.
+
+  With Explicit axes every operation must have a well-defined output sharding, and an
+  optimizer's arithmetic mixes leaves sharded differently (ZeRO-1 state against replicated
+  gradients, factored statistics against matrices, quantized blocks against their tensor). So
+  `init` returns the state in its derived specs (`state_specs` from the params' types), and
+  `update` runs the algorithm with the mesh axes in Auto mode (`jax.sharding.auto_axes`),
+  returning updates sharded like the gradients and the state sharded as it came in. Every
+  optimkit optimizer is built with it.
+  """
+  tx = optax.with_extra_args_support(tx)
+
+  def init_fn(params):
+    if not _explicitly_sharded(params):
+      return tx.init(params)
+    mesh = _mesh_of(params)
+    shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), state_specs(tx, params),
+                             is_leaf=lambda x: isinstance(x, PartitionSpec))
+    return jax.sharding.auto_axes(tx.init, out_sharding=shardings)(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if not _explicitly_sharded((updates, state, params)):
+      return tx.update(updates, state, params, **extra_args)
+    types = jax.tree.map(lambda leaf: jax.typeof(leaf).sharding, (updates, state))
+    run = jax.sharding.auto_axes(lambda u, s, p: tx.update(u, s, p, **extra_args),
+                                 out_sharding=types)
+    return run(updates, state, params)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def keep_state_shardings(tx: optax.GradientTransformation,
+                         shardings: Any) -> optax.GradientTransformationExtraArgs:
+  """`tx` whose update constrains the new state to `shardings` (from `state_shardings`).
+
+  For jitted steps that cannot name the state's output shardings (`nnx.jit` around an
+  `nnx.Optimizer`, or a `jax.jit` without `out_shardings`): XLA's sharding propagation is then
+  free to lay the new state out differently from the old, e.g. following the gradients.
+  Leaves are matched in order, so containers may differ in type (Flax hands the state over as
+  `nnx.State` mappings where `tx.init` made dicts).
+  """
+  tx = optax.with_extra_args_support(tx)
+  targets = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, state = tx.update(updates, state, params, **extra_args)
+    leaves, treedef = jax.tree.flatten(state)
+    if len(leaves) != len(targets):
+      raise ValueError(f"keep_state_shardings: the state has {len(leaves)} arrays, the "
+                       f"shardings {len(targets)}; derive them from the same optimizer")
+    return updates, jax.tree.unflatten(
+        treedef, [jax.lax.with_sharding_constraint(leaf, target)
+                  for leaf, target in zip(leaves, targets)])
+
+  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
 
 
 def with_memory_kind(shardings: Any, memory_kind: str) -> Any:

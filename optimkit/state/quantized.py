@@ -96,20 +96,26 @@ def _encode(normalized: jax.Array, table: np.ndarray) -> jax.Array:
   values = normalized.astype(jnp.float32)
   bucket = jax.lax.bitcast_convert_type(values, jnp.uint32) >> _BUCKET_SHIFT
   lookup = jnp.asarray(_bucket_table(table.astype(np.float32).tobytes()))
-  first = lookup[bucket.astype(jnp.int32)].astype(jnp.int32)
+  first = _lookup(lookup, bucket.astype(jnp.int32)).astype(jnp.int32)
   entries = jnp.asarray(table)
-  best, best_distance = first, jnp.abs(values - entries[first])
+  best, best_distance = first, jnp.abs(values - _lookup(entries, first))
   for offset in range(1, _CANDIDATES):
     candidate = jnp.minimum(first + offset, table.size - 1)
-    distance = jnp.abs(values - entries[candidate])
+    distance = jnp.abs(values - _lookup(entries, candidate))
     closer = distance < best_distance  # strict: ties stay with the lower code
     best = jnp.where(closer, candidate, best)
     best_distance = jnp.where(closer, distance, best_distance)
   return best.astype(jnp.uint8)
 
 
+def _lookup(table: jax.Array, indices: jax.Array) -> jax.Array:
+  """table[indices], sharded like `indices` (a plain gather has no sharding rule for sharded
+  indices under Explicit mesh axes)."""
+  return table.at[indices].get(out_sharding=jax.typeof(indices).sharding)
+
+
 def _decode(codes: jax.Array, table: np.ndarray) -> jax.Array:
-  return jnp.asarray(table)[codes.astype(jnp.int32)]
+  return _lookup(jnp.asarray(table), codes.astype(jnp.int32))
 
 
 def _pack4(codes: jax.Array) -> jax.Array:
@@ -158,6 +164,18 @@ def quantize_blockwise(x: jax.Array, table: np.ndarray, block_size: int,
   normalized = rows / jnp.where(absmax > 0, absmax, 1.0)[..., None]
   codes = _encode(normalized, table)
   return BlockQuantized(codes=_pack4(codes) if packed else codes, absmax=absmax)
+
+
+def block_size_of(stored: BlockQuantized, shape: tuple[int, ...]) -> int:
+  """The block size `stored` was made with, for a tensor of `shape` (codes hold one or two
+  values per byte)."""
+  width = stored.codes.shape[-1]
+  for block_size in (width, 2 * width):
+    leading, _, blocks = block_layout(shape, block_size)
+    if leading + (blocks,) == tuple(stored.absmax.shape):
+      return block_size
+  raise ValueError(f"quantized arrays {stored.codes.shape}/{stored.absmax.shape} do not fit a "
+                   f"tensor of shape {shape}")
 
 
 def dequantize_blockwise(q: BlockQuantized, table: np.ndarray, shape: tuple[int, ...],
