@@ -40,17 +40,19 @@ def check_range(
     high_inclusive: bool = True,
 ) -> None:
   """Raises ValueError naming `owner`, the argument, its value and the valid range."""
-  number = _concrete_float(value)
+  left = "[" if low_inclusive else "("
+  right = "]" if high_inclusive else ")"
+  valid = f"{left}{low}, {high}{right}"
+  try:
+    number = _concrete_float(value)
+  except (TypeError, ValueError):  # a string, None, an object: not a number at all
+    raise ValueError(f"{owner}: {name} must be a number in {valid}, got {value!r}") from None
   if number is None:
     return
   above_low = number >= low if low_inclusive else number > low
   below_high = number <= high if high_inclusive else number < high
   if math.isnan(number) or not (above_low and below_high):
-    left = "[" if low_inclusive else "("
-    right = "]" if high_inclusive else ")"
-    raise ValueError(
-        f"{owner}: {name} must be in {left}{low}, {high}{right}, got {value!r}"
-    )
+    raise ValueError(f"{owner}: {name} must be in {valid}, got {value!r}")
 
 
 def check_non_negative(owner: str, name: str, value: Any) -> None:
@@ -71,6 +73,9 @@ def check_int_at_least(owner: str, name: str, value: Any, low: int) -> None:
 
 def check_learning_rate(owner: str, value: Any) -> None:
   """A float >= 0, or a schedule (callable step -> value) checked at step 0."""
+  if value is None:
+    raise ValueError(f"{owner}: learning_rate must be a number in [0.0, inf] or a schedule "
+                     f"(a callable step -> value), got None")
   if callable(value):
     try:
       first = value(0)
@@ -153,9 +158,9 @@ KNOWN_RANGES = {
 def validate(owner: str, **hyperparams: Any) -> None:
   """Checks every argument whose name has a known range; `learning_rate` may be a schedule."""
   for name, value in hyperparams.items():
-    if value is None:
-      continue
     if name == "learning_rate":
       check_learning_rate(owner, value)
+    elif value is None:
+      continue
     elif name in KNOWN_RANGES:
       check_range(owner, name, value, **KNOWN_RANGES[name])

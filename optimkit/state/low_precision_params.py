@@ -47,7 +47,19 @@ def compensated_updates(inner: optax.GradientTransformation,
     raise ValueError(f"compensated_updates: method must be one of {METHODS}, got {method!r}")
   inner = optax.with_extra_args_support(inner)
 
+  def check_dtypes(params):
+    if method != "stochastic":
+      return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+      if jnp.dtype(leaf.dtype) == jnp.dtype(jnp.float16):
+        raise ValueError(
+            f"compensated_updates: method='stochastic' supports bfloat16 params, but the "
+            f"parameter at {jax.tree_util.keystr(path) or '<root>'} is float16; use "
+            f"method='kahan' for float16")
+
   def init_fn(params):
+    check_dtypes(params)  # the earliest point the dtypes are known
+
     def buffer(p):
       if method == "kahan" and _is_low_precision(p):
         return jnp.zeros(p.shape, p.dtype)
@@ -59,6 +71,7 @@ def compensated_updates(inner: optax.GradientTransformation,
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError("compensated_updates: update() needs params.")
+    check_dtypes(params)
     updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
 
     def apply(u, p, c):
@@ -66,9 +79,6 @@ def compensated_updates(inner: optax.GradientTransformation,
         return u, c
       exact = p.astype(jnp.float32) + u.astype(jnp.float32)
       if method == "stochastic":
-        if jnp.dtype(p.dtype) != jnp.dtype(jnp.bfloat16):
-          raise ValueError("compensated_updates: method='stochastic' supports bfloat16 params; "
-                           "use method='kahan' for float16")
         target = round_to_bfloat16(exact, entropy=u)
         return (target.astype(jnp.float32) - p.astype(jnp.float32)).astype(p.dtype), c
       exact = exact + c.astype(jnp.float32)

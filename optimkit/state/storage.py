@@ -74,7 +74,9 @@ class Float32Storage(StateStorage):
     return stored.astype(compute_dtype(like))
 
   def write_leaf(self, value, like, stored, signed):
-    return value.astype(compute_dtype(like))
+    # The dtype `init` chose, not the incoming one: an update promoted upstream (a float64
+    # hyperparameter times a float16 gradient) must not change the state's dtype mid-run.
+    return value.astype(stored.dtype)
 
 
 class BFloat16Storage(StateStorage):
@@ -123,7 +125,7 @@ class _QuantizedStorage(StateStorage):
 
   def write_leaf(self, value, like, stored, signed):
     if not self._quantized(like):
-      return value.astype(compute_dtype(like))
+      return value.astype(stored.dtype)  # as in Float32Storage.write_leaf
     return self._quantize(value, signed)
 
 
