@@ -84,6 +84,12 @@ for name, make in OPTIMIZERS.items():
     params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in HOST.items()}
     param_shardings = jax.tree.map(lambda p: p.sharding, params)
     per_device = {}
+    if zero_axes == (None, "data") and not explicit:
+      # Params replicated over "data": the plain state is replicated too, so its bytes are
+      # measured from the init alone and only the ZeRO-1 step is run.
+      plain = sharding.sharded_init(tx, params)
+      per_device[None] = max(sharding.bytes_per_device(plain).values())
+      zero_axes = ("data",)
     for zero in zero_axes:
       shardings = sharding.state_shardings(tx, params, zero1_axis=zero)
       with jax.set_mesh(mesh):

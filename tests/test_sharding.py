@@ -16,15 +16,15 @@ def test_state_shardings_on_eight_devices():
   result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sharding_checks.py")],
                           capture_output=True, text=True, env=env, timeout=600)
   assert result.returncode == 0, result.stderr[-4000:]
-  for name in ("adamw", "adafactor", "sophia", "schedule_free_adamw", "adam_mini", "adamw_8bit",
-               "adamw_4bit", "clip+masked adamw", "specs", "zero1"):
+  for name in ("adamw", "adafactor", "lamb", "sophia", "adamw_4bit", "clip+masked adamw", "specs",
+               "zero1"):
     assert f"OK {name}" in result.stdout
-  for name in ("adamw", "adafactor", "sophia", "schedule_free_adamw", "adamw_8bit", "adamw_4bit"):
+  for name in ("adamw", "adafactor", "sophia", "schedule_free_adamw", "adamw_4bit"):
     assert f"OK checkpoint {name}" in result.stdout
   for name in ("adamw", "adamw_8bit", "adafactor"):
     assert f"OK offload {name}" in result.stdout
   assert "OK errors and no all-gather" in result.stdout
-  for name in ("adamw", "adafactor", "adam_mini", "lion", "adamw_8bit", "adamw_4bit"):
+  for name in ("adamw", "adafactor", "adam_mini", "adamw_8bit", "adamw_4bit"):
     assert f"OK nnx {name}" in result.stdout
 
 

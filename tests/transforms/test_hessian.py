@@ -115,10 +115,15 @@ def test_sophia_h_reduces_a_quadratic():
                        update_interval=2)
   params = {"x": jnp.asarray([1.0, 1.0, 1.0])}
   state = tx.init(params)
-  for _ in range(200):
+
+  @jax.jit
+  def step(params, state):
     grads = jax.grad(loss_fn)(params)
     updates, state = tx.update(grads, state, params, loss_fn=loss_fn)
-    params = optax.apply_updates(params, updates)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(200):
+    params, state = step(params, state)
   assert float(loss_fn(params)) < 1e-3
 
 
