@@ -96,31 +96,33 @@ def _leaf_description(leaf: Any) -> str:
   return type(leaf).__name__
 
 
-def first_mismatch(updates: Any, params: Any) -> str | None:
+def first_mismatch(given: Any, expected: Any, given_name: str = "gradient",
+                   expected_name: str = "parameter") -> str | None:
   """Describes the first path where the two trees differ in structure or leaf shape."""
-  update_leaves, update_def = jax.tree_util.tree_flatten_with_path(updates)
-  param_leaves, param_def = jax.tree_util.tree_flatten_with_path(params)
-  if update_def == param_def:
-    for (path, update), (_, param) in zip(update_leaves, param_leaves):
-      if hasattr(update, "shape") and hasattr(param, "shape") and update.shape != param.shape:
-        return (
-            f"at {jax.tree_util.keystr(path) or '<root>'}: gradient has shape "
-            f"{tuple(update.shape)} but the parameter has shape {tuple(param.shape)}"
-        )
+  given_leaves, given_def = jax.tree_util.tree_flatten_with_path(given)
+  expected_leaves, expected_def = jax.tree_util.tree_flatten_with_path(expected)
+  if given_def == expected_def:
+    for (path, leaf), (_, wanted) in zip(given_leaves, expected_leaves):
+      if hasattr(leaf, "shape") and hasattr(wanted, "shape") and leaf.shape != wanted.shape:
+        return (f"at {jax.tree_util.keystr(path) or '<root>'}: the {given_name} has shape "
+                f"{tuple(leaf.shape)} but the {expected_name} has shape {tuple(wanted.shape)}")
     return None
-  update_paths = [jax.tree_util.keystr(path) for path, _ in update_leaves]
-  param_paths = [jax.tree_util.keystr(path) for path, _ in param_leaves]
-  for update_path, param_path in zip(update_paths, param_paths):
-    if update_path != param_path:
-      if update_path not in param_paths:
-        return f"at {update_path}: the gradient has a leaf the parameters do not have"
-      return f"at {param_path}: the parameters have a leaf the gradient does not have"
-  if len(update_paths) > len(param_paths):
-    return f"at {update_paths[len(param_paths)]}: the gradient has a leaf the parameters do not have"
-  if len(param_paths) > len(update_paths):
-    return f"at {param_paths[len(update_paths)]}: the parameters have a leaf the gradient does not have"
+  given_paths = [jax.tree_util.keystr(path) for path, _ in given_leaves]
+  expected_paths = [jax.tree_util.keystr(path) for path, _ in expected_leaves]
+  extra = f"the {given_name} has a leaf the {expected_name} does not have"
+  missing = f"the {expected_name} has a leaf the {given_name} does not have"
+  for given_path, expected_path in zip(given_paths, expected_paths):
+    if given_path != expected_path:
+      if given_path not in expected_paths:
+        return f"at {given_path}: {extra}"
+      return f"at {expected_path}: {missing}"
+  if len(given_paths) > len(expected_paths):
+    return f"at {given_paths[len(expected_paths)]}: {extra}"
+  if len(expected_paths) > len(given_paths):
+    return f"at {expected_paths[len(given_paths)]}: {missing}"
   # Same leaf paths, different containers (e.g. a list where a tuple was expected).
-  return f"in the container types: gradient tree is {update_def}, parameter tree is {param_def}"
+  return (f"in the container types: the {given_name} tree is {given_def}, the {expected_name} "
+          f"tree is {expected_def}")
 
 
 class TreeMismatchError(ValueError):
@@ -137,6 +139,52 @@ def check_trees_match(owner: str, updates: Any, params: Any) -> None:
     )
 
 
+def check_float_params(owner: str, params: Any) -> None:
+  """Optimizers move floating-point parameters; an integer or boolean leaf (a step counter, a
+  mask, an embedding index table) has no gradient to follow, and its float0 "gradient" breaks
+  every moment update deep inside the step. Caught at `init`, naming the leaf."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+      raise TypeError(
+          f"{owner}: the parameter at {jax.tree_util.keystr(path) or '<root>'} has dtype "
+          f"{jnp.dtype(dtype).name}; optimizers update floating-point parameters only. Keep "
+          f"non-float leaves out of the tree given to the optimizer (for Flax NNX: "
+          f"nnx.Optimizer(..., wrt=nnx.Param)).")
+
+
+def _key_name(key: Any) -> str:
+  for attribute in ("name", "key", "idx"):  # GetAttrKey, DictKey, SequenceKey
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def _named_shapes(tree: Any) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
+  """Leaves by container-independent path (a NamedTuple field and a mapping key of the same name
+  are the same step), with their shapes, in sorted order."""
+  return sorted((tuple(_key_name(key) for key in path), tuple(getattr(leaf, "shape", ())))
+                for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0])
+
+
+def check_state_matches(owner: str, state: Any, expected: Any) -> None:
+  """`state` must be what this optimizer's `init` makes for these parameters (`expected`, its
+  abstract value). Containers may differ when a framework re-wraps the state (Flax NNX turns
+  dicts and NamedTuples into its `State` mappings), so a different tree structure is accepted
+  when it holds the same leaves under the same names; leaf dtypes are not compared (a state may
+  be cast on purpose)."""
+  problem = first_mismatch(state, expected, "given state", "expected state")
+  if problem is None:
+    return
+  if jax.tree.structure(state) != jax.tree.structure(expected) and \
+      _named_shapes(state) == _named_shapes(expected):
+    return  # re-wrapped containers, the same leaves under the same names
+  raise TreeMismatchError(
+      f"{owner}: the state passed to update() is not this optimizer's state for these "
+      f"parameters {problem}. Pass the state that {owner}'s init() returned (a state from "
+      f"another optimizer, or one made for other parameters, does not fit).")
+
+
 # ----------------------------------------------------------------------------------------------
 # Ranges of the hyperparameters every optimizer shares, by argument name.
 
@@ -150,6 +198,9 @@ KNOWN_RANGES = {
     "weight_decay": _NON_NEGATIVE, "initial_accumulator_value": _NON_NEGATIVE,
     "initial_scale": _NON_NEGATIVE, "weight_lr_power": _NON_NEGATIVE, "r": _NON_NEGATIVE,
     "warmup_steps": _NON_NEGATIVE, "min_norm": _NON_NEGATIVE,
+    # RAdam rectifies when rho_t > threshold; the rectifier sqrt((rho_t - 4)(rho_t - 2)...) is
+    # undefined below 4.
+    "threshold": dict(low=4.0),
     "gamma": _POSITIVE, "trust_coefficient": _POSITIVE, "decay_rate": _POSITIVE,
     "clipping_threshold": _POSITIVE,
 }

@@ -115,21 +115,40 @@ def inject_hyperparams(
 def with_tree_check(
     owner: str, transform: optax.GradientTransformation
 ) -> optax.GradientTransformationExtraArgs:
-  """`transform` whose update checks the gradient tree against the parameter tree on the way
-  in and returns updates in the gradients' dtypes on the way out.
+  """`transform` with the input checks of a full optimizer, and updates returned in the
+  gradients' dtypes.
 
-  The cast matters for bfloat16 and float16 params: the learning rate and weight decay are
-  float32 (or float64) arrays in the state, and optax's scaling transforms promote with them.
+  `init` rejects integer and boolean parameters, naming the leaf. `update` checks, at trace
+  time, that the gradient tree matches the parameter tree and that the state is what `init`
+  makes for these parameters (so a state from another optimizer fails with the path where it
+  differs, not deep inside the algorithm). The cast on the way out matters for bfloat16 and
+  float16 params: the learning rate and weight decay are float32 (or float64) arrays in the
+  state, and optax's scaling transforms promote with them.
   """
   transform = optax.with_extra_args_support(transform)
+  expected_states = {}  # the abstract init state, by parameter signature
+
+  def init_fn(params):
+    _checks.check_float_params(owner, params)
+    return transform.init(params)
+
+  def expected_state(like):
+    leaves, treedef = jax.tree.flatten(like)
+    key = (treedef, tuple((tuple(leaf.shape), jnp.dtype(leaf.dtype)) for leaf in leaves))
+    if key not in expected_states:
+      expected_states[key] = jax.eval_shape(transform.init, like)
+    return expected_states[key]
 
   def update_fn(updates, state, params=None, **extra_args):
     _checks.check_trees_match(owner, updates, params)
+    # Shapes only matter here; gradients have the params' shapes when params are not given.
+    _checks.check_state_matches(owner, state,
+                                expected_state(params if params is not None else updates))
     new_updates, state = transform.update(updates, state, params, **extra_args)
     new_updates = jax.tree.map(lambda new, old: new.astype(old.dtype), new_updates, updates)
     return new_updates, state
 
-  return optax.GradientTransformationExtraArgs(transform.init, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def set_hyperparams(state: Any, **values: Any) -> Any:

@@ -25,6 +25,7 @@ import optax
 from optimkit import _checks
 from optimkit.hyperparams import inject_hyperparams, with_tree_check
 from optimkit.sharding import with_explicit_axes
+from optimkit.state import storage
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini
 from optimkit.transforms.adams import scale_by_adams
@@ -48,10 +49,19 @@ def _build(owner: str, factory: Callable[..., optax.GradientTransformation],
            static_args: tuple[str, ...], **arguments) -> optax.GradientTransformationExtraArgs:
   """Validates, then wraps `factory` with hyperparameters-as-data and the tree check."""
   _checks.validate(owner, **arguments)
+  if "state_storage" in arguments:
+    try:
+      storage.resolve(arguments["state_storage"])
+    except ValueError as error:
+      raise ValueError(f"{owner}: {error}") from None
   # Build once now so the primitives' own checks run at construction; schedules are checked
-  # through their value at step 0.
-  factory(**{name: value(0) if callable(value) and name not in static_args else value
-             for name, value in arguments.items()})
+  # through their value at step 0. A primitive's error is prefixed with the optimizer the user
+  # called, e.g. "ranger: lookahead: sync_period must be ...".
+  try:
+    factory(**{name: value(0) if callable(value) and name not in static_args else value
+               for name, value in arguments.items()})
+  except ValueError as error:
+    raise ValueError(f"{owner}: {error}") from None
   injected = inject_hyperparams(factory, static_args=static_args)(**arguments)
   return with_explicit_axes(with_tree_check(owner, injected))
 
@@ -588,19 +598,28 @@ def adams(
 # The names people search for.
 
 
+def _fixed_storage(owner: str, kwargs: dict) -> None:
+  if "state_storage" in kwargs:
+    raise ValueError(f"{owner}: state_storage is fixed by the name; for another format call the "
+                     f"base optimizer with state_storage=..., got {kwargs['state_storage']!r}")
+
+
 def adamw_8bit(learning_rate: ScalarOrSchedule = 1e-3, **kwargs
                ) -> optax.GradientTransformationExtraArgs:
   """AdamW with blockwise 8-bit moments (~2 bytes of state per parameter)."""
+  _fixed_storage("adamw_8bit", kwargs)
   return adamw(learning_rate, state_storage="8bit", **kwargs)
 
 
 def adamw_4bit(learning_rate: ScalarOrSchedule = 1e-3, **kwargs
                ) -> optax.GradientTransformationExtraArgs:
   """AdamW with 4-bit moments (~1 byte of state per parameter)."""
+  _fixed_storage("adamw_4bit", kwargs)
   return adamw(learning_rate, state_storage="4bit", **kwargs)
 
 
 def lion_8bit(learning_rate: ScalarOrSchedule = 1e-4, **kwargs
               ) -> optax.GradientTransformationExtraArgs:
   """Lion with a blockwise 8-bit momentum (~1 byte of state per parameter)."""
+  _fixed_storage("lion_8bit", kwargs)
   return lion(learning_rate, state_storage="8bit", **kwargs)

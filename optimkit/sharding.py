@@ -66,11 +66,23 @@ def _mesh_of(params: Any):
 def check_specs(params: Any, specs: Any, mesh) -> None:
   """ValueError naming the parameter path and the axis for a spec that names a missing mesh
   axis or does not divide the dimension it shards."""
-  spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  spec_items = jax.tree_util.tree_flatten_with_path(
+      specs, is_leaf=lambda x: isinstance(x, PartitionSpec))[0]
+  spec_leaves = [spec for _, spec in spec_items]
   param_leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  if len(spec_leaves) != len(param_leaves):
-    raise ValueError(f"specs has {len(spec_leaves)} PartitionSpecs for {len(param_leaves)} "
-                     f"parameters; give one per parameter leaf")
+  spec_paths = [jax.tree_util.keystr(path) for path, _ in spec_items]
+  param_paths = [jax.tree_util.keystr(path) for path, _ in param_leaves]
+  if spec_paths != param_paths:
+    missing = [path for path in param_paths if path not in spec_paths]
+    extra = [path for path in spec_paths if path not in param_paths]
+    where = (f"parameter {missing[0]} has no PartitionSpec" if missing else
+             f"specs has {extra[0]}, which is not a parameter" if extra else
+             "the specs list the parameters in another order or container")
+    raise ValueError(f"specs does not match the params tree: {where}; give one PartitionSpec "
+                     f"per parameter leaf, in a tree shaped like the params")
+  for path, spec in spec_items:
+    if not isinstance(spec, PartitionSpec):
+      raise ValueError(f"specs{jax.tree_util.keystr(path)} must be a PartitionSpec, got {spec!r}")
   for (path, leaf), spec in zip(param_leaves, spec_leaves):
     where = jax.tree_util.keystr(path) or "<root>"
     if len(tuple(spec)) > len(leaf.shape):

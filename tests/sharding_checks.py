@@ -1,7 +1,6 @@
 """Run in a subprocess with 8 simulated CPU devices (see tests/test_sharding.py)."""
 
 import os
-import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax  # noqa: E402

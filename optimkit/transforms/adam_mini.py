@@ -99,6 +99,9 @@ def scale_by_adam_mini(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
   _checks.check_beta(owner, "b1", b1)
   _checks.check_beta(owner, "b2", b2)
   _checks.check_non_negative(owner, "eps", eps)
+  if not (blocks is None or callable(blocks) or isinstance(blocks, (dict, list, tuple))):
+    raise ValueError(f"{owner}: blocks must be None, a tree of axis tuples shaped like the params "
+                     f"or a callable params -> such a tree, got {blocks!r}")
 
   def axes_for(params):
     if blocks is None:
