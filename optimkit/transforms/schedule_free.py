@@ -98,10 +98,14 @@ def schedule_free(
     weight = (step + 1.0) ** r * lr_max ** weight_lr_power
     weight_sum = (state.weight_sum + weight).astype(float_type)
     ckp1 = jnp.where(weight_sum != 0, weight / jnp.where(weight_sum != 0, weight_sum, 1.0), 0.0)
-    y_coefficient = rate * (b1 * (1.0 - ckp1) - 1.0)
-    new_updates = map_like(
-        lambda d, y, z: ckp1 * (z - y) + y_coefficient * d, updates, params, state.z)
     z = map_like(lambda z, d: z - rate * d, state.z, updates)
+    # y_new - y = c (z - y) + lr (b1 (1 - c) - 1) d, written with the new z (z = z_new + lr d):
+    # c (z_new - y) - lr (1 - c)(1 - b1) d. The same in exact arithmetic; it lets XLA update
+    # z and then y in place, where reading the old z after z's update forced a copy of z and
+    # of the params (measured: 1.7x optax's step time before, see benchmarks/RESULTS.md).
+    d_coefficient = -rate * (1.0 - ckp1) * (1.0 - b1)
+    new_updates = map_like(
+        lambda d, y, z_new: ckp1 * (z_new - y) + d_coefficient * d, updates, params, z)
     return new_updates, ScheduleFreeState(
         count=increment(state.count), z=z, weight_sum=weight_sum, lr_max=lr_max,
         b1=jnp.asarray(b1, float_type))
