@@ -151,3 +151,24 @@ def test_sophia_seed_is_deterministic_and_seeds_differ():
     _, state = tx.update(jax.grad(dense)(params), tx.init(params), params, loss_fn=dense)
     return state.hessian["y"]
   assert not np.array_equal(run_dense(1), run_dense(2))
+
+
+def test_unclipped_fraction_is_measured_at_each_hessian_refresh_and_held_between():
+  rng = np.random.default_rng(3)
+  params = {"w": jnp.asarray(rng.normal(size=(6, 5))), "b": jnp.asarray(rng.normal(size=4))}
+  loss_fn = lambda p: jnp.sum(jnp.cosh(p["w"])) + jnp.sum(p["b"] ** 4)
+  gamma, eps = 0.05, 1e-12
+  tx = optimkit.scale_by_sophia(gamma=gamma, eps=eps, estimator="hutchinson", seed=0,
+                                update_interval=3)
+  state = tx.init(params)
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p, loss_fn=loss_fn))
+  measured = None
+  for t in range(7):
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), params)
+    _, state = step(grads, state, params)
+    if t % 3 == 0:  # a refresh: count |m| < max(gamma h, eps) from the new state, in numpy
+      m = np.concatenate([np.ravel(state.mu[k]) for k in ("b", "w")])
+      h = np.concatenate([np.ravel(state.hessian[k]) for k in ("b", "w")])
+      measured = float(np.mean(np.abs(m) < np.maximum(gamma * h, eps)))
+      assert 0.0 < measured < 1.0
+    assert float(state.unclipped_fraction) == pytest.approx(measured, abs=1e-7), t
