@@ -153,7 +153,8 @@ def check_float_params(owner: str, params: Any) -> None:
           f"nnx.Optimizer(..., wrt=nnx.Param)).")
 
 
-def _key_name(key: Any) -> str:
+def key_name(key: Any) -> str:
+  """The name in one step of a tree path: a NamedTuple field, a mapping key or an index."""
   for attribute in ("name", "key", "idx"):  # GetAttrKey, DictKey, SequenceKey
     if hasattr(key, attribute):
       return str(getattr(key, attribute))
@@ -163,7 +164,7 @@ def _key_name(key: Any) -> str:
 def _named_shapes(tree: Any) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
   """Leaves by container-independent path (a NamedTuple field and a mapping key of the same name
   are the same step), with their shapes, in sorted order."""
-  return sorted((tuple(_key_name(key) for key in path), tuple(getattr(leaf, "shape", ())))
+  return sorted((tuple(key_name(key) for key in path), tuple(getattr(leaf, "shape", ())))
                 for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0])
 
 

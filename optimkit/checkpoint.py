@@ -31,6 +31,7 @@ import jax
 import optax
 import orbax.checkpoint as ocp
 
+from optimkit import _checks
 from optimkit import sharding as sharding_lib
 
 
@@ -76,8 +77,7 @@ def restore(path: str, tx: optax.GradientTransformation, params: Any, mesh=None,
 def _leaves_by_name(tree: Any) -> dict[str, tuple[int, ...]]:
   """Leaf shapes by Orbax's dotted names ("inner_state.0.mu.w"), whatever the containers."""
   def name(path):
-    return ".".join(str(getattr(key, "name", getattr(key, "key", getattr(key, "idx", key))))
-                    for key in path)
+    return ".".join(_checks.key_name(key) for key in path)
   leaves = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda x: hasattr(x, "shape") and not isinstance(x, (dict, list, tuple)))[0]
   return {name(path): tuple(leaf.shape) for path, leaf in leaves}

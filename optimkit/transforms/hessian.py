@@ -178,8 +178,8 @@ def scale_by_sophia(
       return jax.tree.map(lambda h, e: (b2 * h + (1.0 - b2) * e).astype(h.dtype), old_hessian,
                           estimated)
 
-    hessian = jax.lax.cond(
-        state.count % update_interval == 0, refreshed_hessian, lambda: old_hessian)
+    refresh = state.count % update_interval == 0
+    hessian = jax.lax.cond(refresh, refreshed_hessian, lambda: old_hessian)
     mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
     ratios = jax.tree.map(lambda m, h: m / jnp.maximum(gamma * h, eps), mu, hessian)
     direction = map_like(lambda g, r: jnp.clip(r, -1.0, 1.0), updates, ratios)
@@ -195,7 +195,7 @@ def scale_by_sophia(
 
     # Measured on refresh steps only: a reduction over the ratios on every step kept XLA from
     # fusing the update into one pass and tripled the step time (benchmarks/step_time.py).
-    fraction = jax.lax.cond(state.count % update_interval == 0, measured_fraction,
+    fraction = jax.lax.cond(refresh, measured_fraction,
                             lambda: state.unclipped_fraction.astype(jnp.float32))
     new_state = SophiaState(
         count=increment(state.count), mu=store.write(mu, updates, state.mu, signed=True),
