@@ -4,8 +4,9 @@ rank 0 to 4; float16, bfloat16, float32, float64 mixed in one tree) and random v
 hyperparameters.
 
 Invariants checked on each example:
-  - updates have the params' tree structure, shapes and dtypes; state leaves that hold
-    per-parameter moments sit in trees of the params' structure;
+  - updates have the params' tree structure, shapes and dtypes; every optimizer with
+    per-parameter state (all but plain SGD and Adafactor's factored statistics) holds a subtree
+    with the params' structure and shapes;
   - finite gradients give finite updates and a finite state;
   - `init` and `update` give the same state structure, shapes and dtypes outside and under
     `jit`, and the state after a step has exactly the structure, shapes and dtypes `init` gave
@@ -148,10 +149,23 @@ def _all_finite(tree):
              if jnp.issubdtype(leaf.dtype, jnp.inexact))
 
 
-def check_invariants(tx, params, seed, eager_update=True):
+def _holds_params_shaped_state(state, params):
+  """Some subtree of the state has the params' tree structure and, leaf for leaf, their shapes
+  (a moment, a momentum, a base sequence ...)."""
+  params_def = jax.tree.structure(params)
+  shapes = [leaf.shape for leaf in jax.tree.leaves(params)]
+  subtrees = jax.tree.leaves(state, is_leaf=lambda x: jax.tree.structure(x) == params_def)
+  return any(jax.tree.structure(subtree) == params_def
+             and [leaf.shape for leaf in jax.tree.leaves(subtree)] == shapes
+             for subtree in subtrees)
+
+
+def check_invariants(tx, params, seed, eager_update=True, params_shaped_state=False):
   tx = optax.with_extra_args_support(tx)
   state = tx.init(params)
   assert _signature(jax.jit(tx.init)(params)) == _signature(state)
+  if params_shaped_state:
+    assert _holds_params_shaped_state(state, params)
 
   @jax.jit
   def step(grads, state, params):
@@ -177,8 +191,14 @@ def test_optimizer_invariants(name):
   @given(params=pytrees, hyperparameters=OPTIMIZERS[name], seed=st.integers(0, 2 ** 16))
   def run(params, hyperparameters, seed):
     examples.append(seed)
+    # Every optimizer keeps some per-parameter state shaped like the params, except plain SGD
+    # and Adafactor (whose statistics are factored per leaf). The test trees are small, so
+    # quantized formats keep these leaves in float32 (under `min_size`).
+    params_shaped = not (name == "adafactor" or (name == "sgd"
+                                                  and hyperparameters["momentum"] is None))
     check_invariants(getattr(optimkit, name)(**hyperparameters), params, seed,
-                     eager_update=len(examples) <= EAGER_UPDATES)
+                     eager_update=len(examples) <= EAGER_UPDATES,
+                     params_shaped_state=params_shaped)
 
   examples = []
   run()

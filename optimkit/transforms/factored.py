@@ -58,8 +58,8 @@ class FactoredRMSState(NamedTuple):
 
 def factored_dims(shape: tuple[int, ...], factored: bool, min_dim_size_to_factor: int):
   """(second-largest, largest) dimension indices to factor, or None to keep a full moment."""
-  if not factored or len(shape) < 2:
-    return None
+  if not factored or len(shape) < 2 or 0 in shape:
+    return None  # an empty leaf keeps its (empty) full moment: a mean over zero rows is NaN
   order = np.argsort(shape, kind="stable")
   if shape[order[-2]] < min_dim_size_to_factor:
     return None
