@@ -46,6 +46,10 @@ def save(path: str, state: Any, force: bool = False) -> str:
   return path
 
 
+def _default_device() -> jax.sharding.Sharding:
+  return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+
 def abstract_state(tx: optax.GradientTransformation, params: Any, mesh=None, specs: Any = None,
                    zero1_axis: str | None = None) -> Any:
   """ShapeDtypeStructs of `tx.init(params)`, each carrying its derived sharding."""
@@ -53,9 +57,8 @@ def abstract_state(tx: optax.GradientTransformation, params: Any, mesh=None, spe
   if mesh is None and not any(isinstance(getattr(leaf, "sharding", None), jax.sharding.NamedSharding)
                               for leaf in jax.tree.leaves(params)):
     # Params on one device (no mesh): the state goes to the default device.
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                        shapes)
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
+                                                          sharding=_default_device()), shapes)
   shardings = sharding_lib.state_shardings(tx, params, mesh, specs, zero1_axis)
   return jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                       shapes, shardings)
@@ -133,10 +136,9 @@ def restore_latest(directory: str, tx: optax.GradientTransformation, params: Any
   if not steps:
     return None
   path = os.path.abspath(os.path.join(directory, f"step_{steps[-1]:08d}"))
-  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   param_target = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
-                                        sharding=getattr(leaf, "sharding", None) or default),
+      lambda leaf: jax.ShapeDtypeStruct(
+          leaf.shape, leaf.dtype, sharding=getattr(leaf, "sharding", None) or _default_device()),
       params)
   target = {"params": param_target,
             "opt_state": abstract_state(tx, params, mesh, specs, zero1_axis)}
