@@ -27,6 +27,7 @@ from optimkit.hyperparams import inject_hyperparams, with_tree_check
 from optimkit.sharding import with_explicit_axes
 from optimkit.state import storage
 from optimkit.state.storage import StorageLike
+from optimkit.transforms._util import uses_previous_ema
 from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini
 from optimkit.transforms.adams import scale_by_adams
 from optimkit.transforms.adan import scale_by_adan
@@ -226,9 +227,13 @@ def lion(
   Reference: lion-pytorch, optax.lion. Default weight decay is optax's.
   """
 
+  # b2 is an array inside the step (hyperparameters are data), so the one-pass form is chosen
+  # here, from the value given.
+  one_pass = uses_previous_ema(b2, None)
+
   def factory(learning_rate, b1, b2, weight_decay, mask, state_storage):
-    return _decoupled(scale_by_sign_momentum(b1, b2, storage=state_storage), weight_decay, mask,
-                      learning_rate)
+    direction = scale_by_sign_momentum(b1, b2, storage=state_storage, one_pass=one_pass)
+    return _decoupled(direction, weight_decay, mask, learning_rate)
 
   return _build("lion", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,
                 b2=b2, weight_decay=weight_decay, mask=mask, state_storage=state_storage)
@@ -586,8 +591,10 @@ def adams(
 
   Defaults are AdamW's LLM settings, which the paper says AdamS inherits."""
 
+  one_pass = uses_previous_ema(b1, None)  # chosen from the value given, as in `lion`
+
   def factory(learning_rate, b1, b2, eps, weight_decay, mask, state_storage):
-    direction = scale_by_adams(b1, b2, eps, storage=state_storage)
+    direction = scale_by_adams(b1, b2, eps, storage=state_storage, one_pass=one_pass)
     return _decoupled(direction, weight_decay, mask, learning_rate)
 
   return _build("adams", factory, ("mask", "state_storage"), learning_rate=learning_rate, b1=b1,

@@ -34,6 +34,33 @@ def ema(decay: Any, new: Any, old: Any) -> Any:
   return jax.tree.map(lambda n, o: decay * o + complement * n, new, old)
 
 
+# Below this decay, recovering an EMA's previous value from its new one loses precision (the error
+# grows like float eps / decay); `previous_ema` is then not used and XLA copies the moment instead.
+PREVIOUS_EMA_MIN_DECAY = 0.5
+
+
+def uses_previous_ema(decay: Any, one_pass: bool | None) -> bool:
+  """Whether a step recovers an EMA's previous value from the new one (`previous_ema`):
+  as asked, or by default when the decay is a number >= PREVIOUS_EMA_MIN_DECAY."""
+  if one_pass is not None:
+    return one_pass
+  return isinstance(decay, (int, float)) and decay >= PREVIOUS_EMA_MIN_DECAY
+
+
+def previous_ema(decay: Any, new: Any, sample: Any) -> Any:
+  """The value an EMA had before `new = decay * old + (1 - decay) * sample`, from `new`.
+
+  A step that reads a moment's old value in two places (Lion's direction and its momentum,
+  AdamS's normaliser and its momentum) makes XLA's CPU backend copy the whole donated moment
+  buffer every step before writing it in place: it cannot order the two readers. Reading the
+  new value instead leaves one reader of the old, and the step is one in-place pass (Lion
+  3.5x faster on 25M parameters). Equal in exact arithmetic; needs decay well away from 0.
+  """
+  complement = 1.0 - decay
+  inverse = 1.0 / decay
+  return jax.tree.map(lambda n, s: (n - complement * s) * inverse, new, sample)
+
+
 def unzip_leaf(reference: Any, tuples: Any, index: int) -> Any:
   """From a tree of per-leaf tuples (shaped like `reference` above the tuples), take element i.
 

@@ -22,7 +22,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import ema, map_like
+from optimkit.transforms._util import ema, map_like, previous_ema, uses_previous_ema
 
 
 class AdamSState(NamedTuple):
@@ -33,7 +33,8 @@ class AdamSState(NamedTuple):
 
 def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
                    eps: float = 1e-8,
-                   storage: StorageLike = "float32") -> optax.GradientTransformation:
+                   storage: StorageLike = "float32",
+                   one_pass: bool | None = None) -> optax.GradientTransformation:
   """AdamS's direction m_t / (sqrt(b2 m_{t-1}^2 + (1 - b2) g_t^2) + eps).
 
   Args:
@@ -42,6 +43,10 @@ def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
       setting, which the paper inherits).
     eps: stabiliser, >= 0. Default 1e-8.
     storage: how the momentum is stored (see `optimkit.state`). Default "float32".
+    one_pass: compute the normaliser from the new momentum, with m_{t-1} recovered as
+      (m_t - (1 - b1) g_t) / b1, so that the momentum is updated in place in one pass (XLA
+      otherwise copies it every step). None (default): on when b1 is a number >= 0.5; the
+      recovery loses precision as b1 nears 0. `adams` decides it from its b1 at construction.
   """
   owner = "scale_by_adams"
   _checks.check_beta(owner, "b1", b1)
@@ -49,6 +54,7 @@ def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
   _checks.check_non_negative(owner, "eps", eps)
 
   store = resolve(storage)
+  recover_previous = uses_previous_ema(b1, one_pass)
 
   def init_fn(params):
     return AdamSState(mu=store.init(params, signed=True))
@@ -56,8 +62,10 @@ def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
   def update_fn(updates, state, params=None):
     del params
     old = store.read(state.mu, updates, signed=True)
-    normaliser = jax.tree.map(lambda g, m: b2 * m * m + (1.0 - b2) * g * g, updates, old)
     mu = ema(b1, updates, old)
+    if recover_previous:
+      old = previous_ema(b1, mu, updates)
+    normaliser = jax.tree.map(lambda g, m: b2 * m * m + (1.0 - b2) * g * g, updates, old)
     direction = map_like(lambda g, m, v: m / (jnp.sqrt(v) + eps), updates, mu, normaliser)
     return direction, AdamSState(mu=store.write(mu, updates, state.mu, signed=True))
 

@@ -19,7 +19,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import ema, map_like
+from optimkit.transforms._util import ema, map_like, previous_ema, uses_previous_ema
 
 
 class SignMomentumState(NamedTuple):
@@ -29,18 +29,24 @@ class SignMomentumState(NamedTuple):
 
 
 def scale_by_sign_momentum(b1: float = 0.9, b2: float = 0.99,
-                           storage: StorageLike = "float32") -> optax.GradientTransformation:
+                           storage: StorageLike = "float32",
+                           one_pass: bool | None = None) -> optax.GradientTransformation:
   """Lion's direction sign(b1 m + (1 - b1) g), with m an EMA of g at rate b2.
 
   Args:
     b1: interpolation factor for the step, [0, 1). Default 0.9.
     b2: decay of the momentum, [0, 1). Default 0.99.
     storage: how the momentum is stored (see `optimkit.state`). Default "float32".
+    one_pass: compute the direction from the new momentum, with m_{t-1} recovered as
+      (m_t - (1 - b2) g_t) / b2, so that the momentum is updated in place in one pass (XLA
+      otherwise copies it every step). None (default): on when b2 is a number >= 0.5; the
+      recovery loses precision as b2 nears 0. `lion` decides it from its b2 at construction.
   """
   _checks.check_beta("scale_by_sign_momentum", "b1", b1)
   _checks.check_beta("scale_by_sign_momentum", "b2", b2)
 
   store = resolve(storage)
+  recover_previous = uses_previous_ema(b2, one_pass)
 
   def init_fn(params):
     return SignMomentumState(mu=store.init(params, signed=True))
@@ -48,8 +54,10 @@ def scale_by_sign_momentum(b1: float = 0.9, b2: float = 0.99,
   def update_fn(updates, state, params=None):
     del params
     old = store.read(state.mu, updates, signed=True)
-    direction = map_like(lambda g, m: jnp.sign(b1 * m + (1.0 - b1) * g), updates, old)
     mu = ema(b2, updates, old)
+    if recover_previous:
+      old = previous_ema(b2, mu, updates)
+    direction = map_like(lambda g, m: jnp.sign(b1 * m + (1.0 - b1) * g), updates, old)
     return direction, SignMomentumState(mu=store.write(mu, updates, state.mu, signed=True))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -4,6 +4,7 @@ in float64 (tests for transforms/update_clipping, adan, rectified, lookahead, ad
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import optax
 import torch
 
@@ -145,9 +146,10 @@ def test_adam_mini_default_blocks_on_a_flax_transformer_shrink_state():
   assert ratio < 0.25  # the biases and per-row/-neuron/-head values left of a full v
 
 
-def test_adams_matches_equations_and_keeps_one_moment():
+@pytest.mark.parametrize("b1", [0.9, 0.3])  # 0.9: one pass (m_{t-1} recovered); 0.3: read twice
+def test_adams_matches_equations_and_keeps_one_moment(b1):
   problem = Problem(seed=16)
-  ours = run_optax(optimkit.adams(0.01, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1), problem)
+  ours = run_optax(optimkit.adams(0.01, b1=b1, b2=0.95, eps=1e-8, weight_decay=0.1), problem)
   # NumPy transcription of the paper's update (v from the previous momentum, no bias correction).
   params = {k: v.copy() for k, v in problem.init.items()}
   momentum = {k: np.zeros_like(v) for k, v in params.items()}
@@ -156,10 +158,10 @@ def test_adams_matches_equations_and_keeps_one_moment():
     grads = problem.grad(step, params)
     for k in params:
       v = 0.95 * momentum[k] ** 2 + 0.05 * grads[k] ** 2
-      momentum[k] = 0.9 * momentum[k] + 0.1 * grads[k]
+      momentum[k] = b1 * momentum[k] + (1 - b1) * grads[k]
       params[k] = params[k] - 0.01 * (momentum[k] / (np.sqrt(v) + 1e-8) + 0.1 * params[k])
     ref.append({k: v.copy() for k, v in params.items()})
-  assert_parity(ours, ref, label="adams vs equations")
+  assert_parity(ours, ref, label=f"adams(b1={b1}) vs equations")
   params0 = {k: jnp.asarray(v) for k, v in problem.init.items()}
   size = lambda tx: optimkit.memory.state_bytes(tx, params0)
   assert abs(size(optimkit.scale_by_adams()) - size(optimkit.scale_by_momentum())) == 0
