@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,32 +37,87 @@ import numpy as np
 # The maps.
 
 
+def _floor_log2(positive_ints: Any, xp: Any) -> Any:
+  """floor(log2(n)) of int32 n in [1, 2**24), from the exponent of float32(n) (exact); -127
+  for n = 0."""
+  as_float = positive_ints.astype(np.float32)
+  bits = (as_float.view(np.int32) if xp is np
+          else jax.lax.bitcast_convert_type(as_float, jnp.int32))
+  return (bits >> 23) - 127
+
+
+def _dynamic_decoder(bits: int, signed: bool):
+  """The decoder code -> value of the dynamic map: the map is defined by it (`dynamic_map`
+  evaluates it on every code with NumPy), so decoding inside a step is arithmetic that fuses
+  with its consumers, where a table lookup is a gather XLA will neither fuse nor duplicate.
+
+  Codes sort the values ascending. A magnitude's rank r among the entries of its sign has
+  e = floor(log2 r); the entries of one e are one decade's 2^e fractions, midpoints of equal
+  steps of [0.1, 1], so r's value is 10^decade (0.1 + (j + 1/2) 0.9 / 2^e) with j = r - 2^e,
+  which is n * unit[e] with the integer n = 18 r - 16 * 2^e + 9 and
+  unit[e] = 10^decade / (20 * 2^e): one rounding of a product, the same in NumPy and XLA.
+  """
+  decades = bits - 1
+  # Signed: rank = |code - zero code|, e = decade. Unsigned (twice the fractions per decade, no
+  # sign): rank = code + 1, so rank 1 is zero and e = decade + 1.
+  first_e = 0 if signed else 1
+  units = [np.float32(10.0 ** (e - first_e - (decades - 1)) / (20.0 * 2 ** e))
+           for e in range(first_e, first_e + decades)]
+  top_rank = 2 ** (decades + first_e)  # the entry 1.0
+
+  def decode(codes: Any, xp: Any) -> Any:
+    offset = codes - (2 ** decades - 1) if signed else codes + 1
+    rank = xp.abs(offset)
+    e = _floor_log2(rank, xp)
+    unit = xp.zeros(rank.shape, np.float32)  # zero where no decade matches: the entry 0
+    for k, value in enumerate(units):
+      unit = xp.where(e == first_e + k, value, unit)
+    n = 18 * rank - (16 << xp.maximum(e, 0)) + 9
+    value = xp.where(rank == top_rank, np.float32(1.0), n.astype(np.float32) * unit)
+    return xp.where(offset < 0, -value, value) if signed else value
+
+  return decode
+
+
+def _linear_nonzero_decoder(bits: int):
+  inverse_levels = np.float32(1.0 / 2 ** bits)
+  return lambda codes, xp: (codes + 1).astype(np.float32) * inverse_levels
+
+
+# Maps whose codes decode arithmetically, by the table's bytes; any other table is looked up.
+_DECODERS: dict[bytes, Callable[[Any, Any], Any]] = {}
+
+
+def _register(decoder: Callable[[Any, Any], Any], bits: int) -> np.ndarray:
+  table = decoder(np.arange(2 ** bits, dtype=np.int32), np).astype(np.float32)
+  assert np.all(np.diff(table) > 0), "codes must sort the map's values"
+  _DECODERS[table.tobytes()] = decoder
+  return table
+
+
+@functools.lru_cache(maxsize=None)
+def _dynamic_table(bits: int, signed: bool) -> np.ndarray:
+  return _register(_dynamic_decoder(bits, signed), bits)
+
+
 def dynamic_map(bits: int, signed: bool) -> np.ndarray:
   """The dynamic (decade exponent + linear fraction) quantization map with 2**bits entries.
 
   With s = bits - 1 non-sign bits and s decades 10^-(s-1) ... 10^0, decade i holds 2^i
-  fractions (signed) or 2^(i+1) (unsigned): the midpoints of i + 1 ... equal steps of
-  [0.1, 1]. Adding 0 and 1.0 fills the 2**bits entries exactly.
+  fractions (signed) or 2^(i+1) (unsigned): the midpoints of equal steps of [0.1, 1]. Adding
+  0 and 1.0 fills the 2**bits entries exactly. Sorted ascending; float32.
   """
-  decades = bits - 1
-  values = [0.0, 1.0]
-  for i in range(decades):
-    count = 2 ** i if signed else 2 ** (i + 1)
-    edges = np.linspace(0.1, 1.0, count + 1)
-    fractions = (edges[:-1] + edges[1:]) / 2.0
-    magnitude = 10.0 ** (i - (decades - 1)) * fractions
-    values += magnitude.tolist()
-    if signed:
-      values += (-magnitude).tolist()
-  table = np.sort(np.asarray(values, dtype=np.float64))
-  assert table.size == 2 ** bits, (bits, signed, table.size)
-  return table.astype(np.float32)
+  return _dynamic_table(bits, signed).copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _linear_nonzero_table(bits: int) -> np.ndarray:
+  return _register(_linear_nonzero_decoder(bits), bits)
 
 
 def linear_nonzero_map(bits: int) -> np.ndarray:
   """{1, 2, ..., 2**bits} / 2**bits: a linear map of (0, 1] without zero."""
-  levels = 2 ** bits
-  return (np.arange(1, levels + 1, dtype=np.float64) / levels).astype(np.float32)
+  return _linear_nonzero_table(bits).copy()
 
 
 # Nearest-entry search by a lookup on the float's top bits. A binary search (jnp.searchsorted)
@@ -125,7 +180,10 @@ def _lookup(table: jax.Array, indices: jax.Array) -> jax.Array:
 
 
 def _decode(codes: jax.Array, table: np.ndarray) -> jax.Array:
-  return _lookup(jnp.asarray(table), codes.astype(jnp.int32))
+  decoder = _DECODERS.get(np.asarray(table, np.float32).tobytes())
+  if decoder is None:
+    return _lookup(jnp.asarray(table), codes.astype(jnp.int32))
+  return decoder(codes.astype(jnp.int32), jnp)
 
 
 def _pack4(codes: jax.Array) -> jax.Array:

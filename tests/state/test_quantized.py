@@ -2,6 +2,7 @@
 (8-bit and 4-bit signed and unsigned), rank-1 second moments are never rounded to zero, and the
 layout keeps blocks inside the leading axes."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -48,6 +49,22 @@ def test_maps_have_the_published_shapes():
   assert np.all(np.diff(signed8) > 0) and np.all(np.diff(unsigned8) > 0)
   assert q.dynamic_map(4, True).size == 16
   np.testing.assert_allclose(q.linear_nonzero_map(4), np.arange(1, 17) / 16)
+
+
+@pytest.mark.parametrize("table", [q.dynamic_map(8, True), q.dynamic_map(8, False),
+                                   q.dynamic_map(4, True), q.dynamic_map(4, False),
+                                   q.linear_nonzero_map(4)],
+                         ids=["8bit-signed", "8bit-unsigned", "4bit-signed", "4bit-unsigned",
+                              "4bit-linear"])
+def test_arithmetic_decode_is_exactly_the_map(table):
+  # Inside a step the codes decode arithmetically (a gather would not fuse); the values must be
+  # the map's entries bit for bit, also inside a fused, vectorised loop.
+  codes = jnp.tile(jnp.arange(table.size, dtype=jnp.uint8), 257)
+  decoded = jax.jit(lambda c: q._decode(c, table) * 1.0)(codes)
+  np.testing.assert_array_equal(np.asarray(decoded), np.tile(table, 257))
+  # A map with no arithmetic decoder is looked up.
+  other = np.sort(RNG.uniform(-1, 1, table.size)).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(q._decode(codes, other)), np.tile(other, 257))
 
 
 def test_rank1_second_moment_is_never_zero_and_close():
