@@ -35,9 +35,10 @@ from optimkit.transforms.factored import scale_by_factored_rms, scale_by_relativ
 from optimkit.transforms.hessian import HessianEstimator, scale_by_sophia
 from optimkit.transforms.lookahead import lookahead
 from optimkit.transforms.moments import (
-    scale_by_adagrad, scale_by_adam, scale_by_ema, scale_by_momentum, scale_by_rms)
+    adam_direction, scale_by_adagrad, scale_by_adam, scale_by_ema, scale_by_momentum, scale_by_rms)
 from optimkit.transforms.rectified import scale_by_radam
-from optimkit.transforms.schedule_free import schedule_free
+from optimkit.transforms.schedule_free import (
+    schedule_free, schedule_free_with_recomputed_direction)
 from optimkit.transforms.sign_momentum import scale_by_sign_momentum
 from optimkit.transforms.trust_ratio import StackDims, scale_by_lars, scale_by_trust_ratio
 from optimkit.transforms.update_clipping import scale_by_stable_adam
@@ -417,11 +418,21 @@ def schedule_free_adamw(
 
   def factory(learning_rate, b1, b2, eps, weight_decay, warmup_steps, r, weight_lr_power, mask,
               state_storage):
-    return optax.chain(
-        scale_by_adam(0.0, b2, eps, storage=state_storage),
-        _decay(weight_decay, mask),
-        schedule_free(learning_rate, b1, weight_lr_power, r, warmup_steps),
-    )
+    adam = scale_by_adam(0.0, b2, eps, storage=state_storage)
+    decay = _decay(weight_decay, mask)
+    averaging = schedule_free(learning_rate, b1, weight_lr_power, r, warmup_steps)
+    store = storage.resolve(state_storage)
+    if store.name != "float32":  # rounded moments: d cannot be recomputed from the state
+      return optax.chain(adam, decay, averaging)
+
+    def direction_from_states(grads, states, params):  # what adam then decay output
+      adam_state, decay_state = states
+      nu = store.read(adam_state.nu, grads, signed=False)
+      direction = adam_direction(grads, grads, nu, adam_state.count, 0.0, b2, eps, 0.0)
+      return decay.update(direction, decay_state, params)[0]
+
+    return schedule_free_with_recomputed_direction((adam, decay), averaging,
+                                                   direction_from_states)
 
   return _build("schedule_free_adamw", factory, ("mask", "state_storage"),
                 learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,

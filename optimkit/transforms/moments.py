@@ -133,6 +133,16 @@ def store_adam_state(store: StateStorage, updates: Any, state: AdamState, mu: An
                    nu=store.write(nu, updates, state.nu, signed=False))
 
 
+def adam_direction(updates: Any, mu: Any, nu: Any, count: jax.Array, b1: Any, b2: Any,
+                   eps: Any, eps_root: Any) -> Any:
+  """m_hat / (sqrt(v_hat + eps_root) + eps) from the moments after step `count`."""
+  correction1 = bias_correction(b1, count)
+  correction2 = bias_correction(b2, count)
+  return map_like(
+      lambda g, m, v: (m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps),
+      updates, mu, nu)
+
+
 def scale_by_adam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -172,11 +182,7 @@ def scale_by_adam(
   def update_fn(updates, state, params=None):
     del params
     mu, nu, count = next_adam_moments(store, updates, state, b1, b2, keep_mu)
-    correction1 = bias_correction(b1, count)
-    correction2 = bias_correction(b2, count)
-    direction = map_like(
-        lambda g, m, v: (m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps),
-        updates, mu, nu)
+    direction = adam_direction(updates, mu, nu, count, b1, b2, eps, eps_root)
     return direction, store_adam_state(store, updates, state, mu, nu, count, keep_mu)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -112,3 +112,31 @@ def test_eval_params_needs_schedule_free_state():
   params = {"w": jnp.ones(2)}
   with pytest.raises(ValueError, match="no schedule-free part"):
     optimkit.schedule_free_eval_params(tx.init(params), params)
+
+
+def test_recomputed_direction_equals_the_plain_chain():
+  # schedule_free_adamw's y update reads d recomputed from the new state (one pass less); its
+  # steps must equal the plain chain of the same pieces, with the state laid out the same.
+  from optimkit.transforms.moments import scale_by_adam
+
+  key_p, key_g = jax.random.split(jax.random.key(7))
+  params = {"w": jax.random.normal(key_p, (33, 17)), "b": jnp.zeros(17)}
+  mask = {"w": True, "b": False}
+  fused = optimkit.schedule_free_adamw(0.01, b1=0.9, b2=0.99, weight_decay=0.1, mask=mask,
+                                       warmup_steps=3)
+  plain = optax.chain(scale_by_adam(0.0, 0.99, 1e-8), optax.add_decayed_weights(0.1, mask),
+                      optimkit.schedule_free(0.01, 0.9, warmup_steps=3))
+  fused_state, plain_state = fused.init(params), plain.init(params)
+  fused_params, plain_params = params, params
+  for step in range(20):
+    grads = jax.tree.map(lambda p: jnp.sin(p * (step + 1)) + 0.1 * p, fused_params)
+    updates, fused_state = jax.jit(fused.update)(grads, fused_state, fused_params)
+    fused_params = optax.apply_updates(fused_params, updates)
+    updates, plain_state = jax.jit(plain.update)(grads, plain_state, plain_params)
+    plain_params = optax.apply_updates(plain_params, updates)
+  for a, b in zip(jax.tree.leaves(fused_params), jax.tree.leaves(plain_params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  inner = fused_state.inner_state
+  assert jax.tree.structure(inner) == jax.tree.structure(plain_state)
+  for a, b in zip(jax.tree.leaves(inner), jax.tree.leaves(plain_state)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
