@@ -107,9 +107,8 @@ def schedule_free(
     # z and then y in place, where reading the old z after z's update forced a copy of z and
     # of the params (measured: 1.7x optax's step time before, see benchmarks/RESULTS.md).
     d_coefficient = -rate * (1.0 - ckp1) * (1.0 - b1)
+    y_direction = updates if y_direction is None else y_direction
     new_updates = map_like(
-        lambda d, y, z_new: ckp1 * (z_new - y) + d_coefficient * d, updates, params, z,
-    ) if y_direction is None else map_like(
         lambda d, y, z_new: ckp1 * (z_new - y) + d_coefficient * d, y_direction, params, z)
     return new_updates, ScheduleFreeState(
         count=increment(state.count), z=z, weight_sum=weight_sum, lr_max=lr_max,
