@@ -51,6 +51,22 @@ def time_step(tx: optax.GradientTransformation, params: Any, grads: Any, repeats
   return statistics.median(times), compile_seconds
 
 
+def time_in_place(fn: Callable[..., Any], args: tuple, donated: int | None,
+                  repeats: int) -> float:
+  """Median seconds of jitted `fn(*args)` over `repeats` calls after a compiling one; the
+  output replaces args[donated] (donated) each call, so the pass runs in place."""
+  jitted = jax.jit(fn, donate_argnums=() if donated is None else (donated,))
+  args = jax.tree.map(jnp.copy, args)
+  times = []
+  for _ in range(repeats + 1):
+    start = time.perf_counter()
+    out = jax.block_until_ready(jitted(*args))
+    times.append(time.perf_counter() - start)
+    if donated is not None:
+      args = args[:donated] + (out,) + args[donated + 1:]
+  return statistics.median(times[1:])
+
+
 def machine() -> str:
   return (f"{platform.machine()} {platform.processor() or ''} cpus={len(jax.devices())}x"
           f"{jax.devices()[0].platform} jax {jax.__version__} optax {optax.__version__}").strip()

@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from typing import Any, Callable, NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,28 +40,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import optimkit  # noqa: E402
-from benchmarks.common import machine, time_step  # noqa: E402
+from benchmarks.common import machine, time_in_place, time_step  # noqa: E402
 from optimkit.state import quantized as q  # noqa: E402
 from optimkit.state.storage import Blockwise8BitStorage, FourBitStorage  # noqa: E402
 
 B1, B2, EPS, LR, WEIGHT_DECAY = 0.9, 0.999, 1e-8, 1e-3, 1e-2
 ENCODERS_OF = {"8bit": ("8-bit signed dynamic map", "8-bit unsigned dynamic map"),
                "4bit": ("4-bit signed dynamic map", "4-bit zero-free linear map")}
-
-
-def time_in_place(fn: Callable[..., Any], args: tuple, donated: int | None,
-                  repeats: int) -> float:
-  """Median seconds of `fn(*args)`; the output replaces args[donated] (donated) each call."""
-  jitted = jax.jit(fn, donate_argnums=() if donated is None else (donated,))
-  args = jax.tree.map(jnp.copy, args)
-  times = []
-  for _ in range(repeats + 1):
-    start = time.perf_counter()
-    out = jax.block_until_ready(jitted(*args))
-    times.append(time.perf_counter() - start)
-    if donated is not None:
-      args = args[:donated] + (out,) + args[donated + 1:]
-  return statistics.median(times[1:])
 
 
 class Moment(NamedTuple):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -23,7 +22,8 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import optimkit  # noqa: E402
-from benchmarks.common import concrete_tree, describe, machine, time_step  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    concrete_tree, describe, machine, time_in_place, time_step)
 from optimkit.memory import param_count, state_bytes  # noqa: E402
 
 SOPHIA_EXTRA = lambda: {"key": jax.random.key(0), "logits_fn": lambda p: jnp.zeros((1, 2)),
@@ -49,19 +49,8 @@ PAIRS = {
 
 def streaming_bandwidth(params, repeats: int) -> float:
   """Bytes per second of a + s * b over `params`-shaped arrays (2 reads, 1 write)."""
-  a = jax.tree.map(jnp.copy, params)
-  b = jax.tree.map(jnp.copy, params)
-  step = jax.jit(lambda a, b: jax.tree.map(lambda x, y: x + 0.5 * y, a, b), donate_argnums=0)
-  a = step(a, b)
-  jax.block_until_ready(a)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    a = step(a, b)
-    jax.block_until_ready(a)
-    times.append(time.perf_counter() - start)
-  times.sort()
-  return 12 * param_count(params) / times[len(times) // 2]
+  stream = lambda a, b: jax.tree.map(lambda x, y: x + 0.5 * y, a, b)
+  return 12 * param_count(params) / time_in_place(stream, (params, params), 0, repeats)
 
 
 def main() -> None:
