@@ -127,14 +127,18 @@ _HYPERPARAMS_FIELDS = ("count", "hyperparams", "hyperparams_states", "inner_stat
 
 
 def _is_hyperparams_state(node: Any) -> bool:
-  """optax's state, or the same four fields re-wrapped as a mapping (Flax NNX's `State`)."""
+  """optax's state, or its fields re-wrapped as a mapping (Flax NNX's `State`, which drops the
+  empty `hyperparams_states`)."""
   if isinstance(node, HyperparamsState):
     return True
-  return isinstance(node, Mapping) and set(node.keys()) == set(_HYPERPARAMS_FIELDS)
+  return isinstance(node, Mapping) and {"count", "hyperparams", "inner_state"} <= set(
+      node.keys()) <= set(_HYPERPARAMS_FIELDS)
 
 
 def _field(node: Any, name: str) -> Any:
-  return getattr(node, name) if isinstance(node, tuple) else node[name]
+  if isinstance(node, tuple):
+    return getattr(node, name)
+  return node.get(name, {}) if name == "hyperparams_states" else node[name]
 
 
 def _leaf_value(leaf: Any) -> Any:
