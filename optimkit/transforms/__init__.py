@@ -11,6 +11,8 @@ from optimkit.transforms.moments import (
     AdaGradState, AdamState, MomentumState, RMSPropState, scale_by_adagrad, scale_by_adam,
     scale_by_momentum, scale_by_rms)
 from optimkit.transforms.lookahead import LookaheadState, lookahead
+from optimkit.transforms.lr_free import (
+    DAdaptAdamState, ProdigyState, scale_by_dadapt_adam, scale_by_prodigy)
 from optimkit.transforms.nonfinite import NonFiniteStepsError, SkipNonFiniteState, skip_nonfinite
 from optimkit.transforms.rectified import scale_by_radam
 from optimkit.transforms.schedule_free import (
