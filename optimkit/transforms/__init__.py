@@ -5,6 +5,7 @@ from optimkit.transforms.adams import AdamSState, scale_by_adams
 from optimkit.transforms.adan import AdanState, scale_by_adan
 from optimkit.transforms.factored import (
     FactoredRMSState, RelativeStepState, scale_by_factored_rms, scale_by_relative_step_size)
+from optimkit.transforms.galore import GaLoreState, galore
 from optimkit.transforms.hessian import (
     SophiaState, gauss_newton_bartlett, hutchinson, scale_by_sophia)
 from optimkit.transforms.moments import (
