@@ -50,7 +50,8 @@ optax also has no `growth_rate` (it is the authors' default, inf) and Prodigy's 
 transforms with their `weight_decay=0` (the optimizers' `decouple=False` does that).
 
 Not carried over from the references: prodigyopt's `slice_p` (statistics on every p-th element,
-an approximation) and the FSDP flag (under jit the sums over leaves are global already).
+an approximation), DAdaptAdam's per-group `layer_scale`, per-group learning rates, and the FSDP
+flag (under jit the sums over leaves are global already).
 
 Storage: m, v and s are params-shaped statistics and go through `state_storage`; Prodigy's x_0
 is a copy of the initial params kept in the params' own dtype (it is not a statistic, and
