@@ -13,7 +13,9 @@ from optimkit.optimizers import (
     stable_adamw)
 from optimkit.state import StateStorage, compensated_updates
 from optimkit.transforms import (
-    AdaGradState, AdamMiniState, AdamSState, AdanState, LookaheadState, adam_mini_blocks,
+    AdaGradState, AdamMiniState, DAdaptAdamState, GaLoreState, NonFiniteStepsError, ProdigyState,
+    galore,
+    scale_by_dadapt_adam, scale_by_prodigy, AdamSState, AdanState, LookaheadState, adam_mini_blocks,
     lookahead, scale_by_adam_mini, scale_by_adams, scale_by_adan, scale_by_radam,
     scale_by_lars, scale_by_stable_adam, AdamState, FactoredRMSState, MomentumState, RelativeStepState, RMSPropState,
     ScheduleFreeState, SignMomentumState, SkipNonFiniteState, SophiaState, TrustRatioState,

@@ -5,13 +5,16 @@ from optimkit.transforms.adams import AdamSState, scale_by_adams
 from optimkit.transforms.adan import AdanState, scale_by_adan
 from optimkit.transforms.factored import (
     FactoredRMSState, RelativeStepState, scale_by_factored_rms, scale_by_relative_step_size)
+from optimkit.transforms.galore import GaLoreState, galore
 from optimkit.transforms.hessian import (
     SophiaState, gauss_newton_bartlett, hutchinson, scale_by_sophia)
 from optimkit.transforms.moments import (
     AdaGradState, AdamState, MomentumState, RMSPropState, scale_by_adagrad, scale_by_adam,
     scale_by_momentum, scale_by_rms)
 from optimkit.transforms.lookahead import LookaheadState, lookahead
-from optimkit.transforms.nonfinite import SkipNonFiniteState, skip_nonfinite
+from optimkit.transforms.lr_free import (
+    DAdaptAdamState, ProdigyState, scale_by_dadapt_adam, scale_by_prodigy)
+from optimkit.transforms.nonfinite import NonFiniteStepsError, SkipNonFiniteState, skip_nonfinite
 from optimkit.transforms.rectified import scale_by_radam
 from optimkit.transforms.schedule_free import (
     ScheduleFreeState, schedule_free, schedule_free_eval_params)
