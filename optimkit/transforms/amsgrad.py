@@ -55,6 +55,7 @@ def scale_by_amsgrad(
     *,
     debias_before_max: bool = False,
     state_storage: StorageLike = "float32",
+    mu_storage: StorageLike | None = None,
 ) -> optax.GradientTransformation:
   """AMSGrad's direction: Adam's ratio with the running maximum of the second moment.
 
@@ -68,6 +69,8 @@ def scale_by_amsgrad(
     debias_before_max: take the maximum of the debiased second moment, as optax.amsgrad does.
       Default False: the maximum of the raw one, debiased after, as torch.optim.Adam does.
     state_storage: how mu, nu and nu_max are stored (see `optimkit.state`). Default "float32".
+    mu_storage: how mu is stored, when it differs from the others (optax's `mu_dtype`).
+      Default: as `state_storage`.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -86,15 +89,16 @@ def scale_by_amsgrad(
   _checks.check_non_negative(owner, "eps", eps)
   _checks.check_non_negative(owner, "eps_root", eps_root)
   store = resolve(state_storage)
+  store_mu = store if mu_storage is None else resolve(mu_storage)
 
   def init_fn(params):
-    return AmsgradState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
+    return AmsgradState(count=jnp.zeros([], jnp.int32), mu=store_mu.init(params, signed=True),
                         nu=store.init(params, signed=False),
                         nu_max=store.init(params, signed=False))
 
   def update_fn(updates, state, params=None):
     del params
-    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
+    mu = ema(b1, updates, store_mu.read(state.mu, updates, signed=True))
     nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
              store.read(state.nu, updates, signed=False))
     count = increment(state.count)
@@ -110,7 +114,7 @@ def scale_by_amsgrad(
     direction = map_like(lambda g, m, s: (m / correction1) / (jnp.sqrt(s + eps_root) + eps),
                          updates, mu, second)
     return direction, AmsgradState(
-        count=count, mu=store.write(mu, updates, state.mu, signed=True),
+        count=count, mu=store_mu.write(mu, updates, state.mu, signed=True),
         nu=store.write(nu, updates, state.nu, signed=False),
         nu_max=store.write(nu_max, updates, state.nu_max, signed=False))
 

@@ -74,6 +74,7 @@ def scale_by_nadam(
     *,
     momentum_schedule: bool = True,
     state_storage: StorageLike = "float32",
+    mu_storage: StorageLike | None = None,
 ) -> optax.GradientTransformation:
   """NAdam's direction: Adam's moments with a Nesterov look-ahead and a momentum schedule.
 
@@ -87,6 +88,8 @@ def scale_by_nadam(
     momentum_schedule: True (default): torch.optim.NAdam's scheduled momentum. False: mu_t = b1,
       the simplified form of optax.nadam(w) and the AlgoPerf baseline.
     state_storage: how m and v are stored (see `optimkit.state`). Default "float32".
+    mu_storage: how m is stored, when it differs from v (optax's `mu_dtype`). Default: as
+      `state_storage`.
 
   Example:
     >>> import jax.numpy as jnp, optax
@@ -106,16 +109,17 @@ def scale_by_nadam(
   _checks.check_non_negative(owner, "eps_root", eps_root)
   _checks.check_non_negative(owner, "momentum_decay", momentum_decay)
   store = resolve(state_storage)
+  store_mu = store if mu_storage is None else resolve(mu_storage)
 
   def init_fn(params):
     # P_t is a product of hundreds of factors below 1: kept in the widest float dtype on hand.
     return NadamState(count=jnp.zeros([], jnp.int32),
                       mu_product=jnp.ones([], jnp.result_type(float)),
-                      mu=store.init(params, signed=True), nu=store.init(params, signed=False))
+                      mu=store_mu.init(params, signed=True), nu=store.init(params, signed=False))
 
   def update_fn(updates, state, params=None):
     del params
-    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
+    mu = ema(b1, updates, store_mu.read(state.mu, updates, signed=True))
     nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
              store.read(state.nu, updates, signed=False))
     count = increment(state.count)
@@ -132,7 +136,7 @@ def scale_by_nadam(
         updates, mu, nu)
     return direction, NadamState(
         count=count, mu_product=product.astype(state.mu_product.dtype),
-        mu=store.write(mu, updates, state.mu, signed=True),
+        mu=store_mu.write(mu, updates, state.mu, signed=True),
         nu=store.write(nu, updates, state.nu, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)

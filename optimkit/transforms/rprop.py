@@ -84,6 +84,10 @@ def scale_by_rprop(
   _checks.check_range(owner, "eta_plus", eta_plus, 1.0)
   _checks.check_non_negative(owner, "min_step_size", min_step_size)
   _checks.check_non_negative(owner, "max_step_size", max_step_size)
+  low, high = _checks._concrete_float(min_step_size), _checks._concrete_float(max_step_size)
+  if low is not None and high is not None and low > high:
+    raise ValueError(f"{owner}: min_step_size must be <= max_step_size, got {min_step_size!r} "
+                     f"and {max_step_size!r}")
   store = resolve(state_storage)
 
   def init_fn(params):
