@@ -16,8 +16,9 @@ optax.amsgrad takes the maximum of the *debiased* second moment instead,
 
 (`debias_before_max=True` here). The two differ from the first steps on: early on, v_t / (1 -
 b2^t) is large for the coordinates whose first gradients were large, and optax's maximum keeps
-that value long after the raw maximum would have let it go (over 200 float64 steps on a noisy
-quadratic the trajectories end a relative 0.16 apart). The paper's Algorithm 2 has no bias
+that value long after the raw maximum would have let it go. On the noisy quadratic of
+tests/parity.py, with the default betas and a learning rate of 1e-2, the parameters of the two
+after 200 float64 steps differ by 18% of their norm. The paper's Algorithm 2 has no bias
 correction at all: `bias_correction_mu=False, bias_correction_nu=False` (optax's arguments,
 with the same meaning here).
 """
