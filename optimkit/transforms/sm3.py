@@ -89,6 +89,8 @@ def scale_by_sm3(momentum: float = 0.9, eps: float = 1e-8, *,
 
   def leaf_update(g, covers):
     g = g.astype(covers[0].dtype)
+    if g.size == 0:  # a maximum over no elements has no value; nothing to accumulate
+      return covers, g
     bound = functools.reduce(jnp.minimum, covers)  # broadcasts to the leaf's shape
     nu = bound + g * g
     axes = range(g.ndim)
