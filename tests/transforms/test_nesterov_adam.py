@@ -56,9 +56,3 @@ def test_nadamw_matches_torch_decoupled_and_optax_nadamw():
                                       problem),
                 label="nadamw(momentum_schedule=False) vs optax.nadamw")
 
-
-def test_nadam_without_nesterov_is_adam_as_in_optax():
-  problem = Problem(seed=13, steps=100)
-  ours = run_optax(optimkit.nadam(0.02, nesterov=False), problem)
-  assert_parity(ours, run_optax(optax.nadam(0.02, nesterov=False), problem),
-                label="nadam(nesterov=False) vs optax.nadam(nesterov=False)")

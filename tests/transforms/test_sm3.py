@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import optimkit
-from optimkit.transforms import SM3State
+from optimkit.transforms.sm3 import SM3State
 from optimkit.transforms._util import find_state
 from tests.parity import Problem, assert_parity, run_optax, run_torch
 from tests.transforms._torch_threads import one_torch_thread  # noqa: F401
