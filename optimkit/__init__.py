@@ -11,6 +11,10 @@ from optimkit.optimizers import (
     adafactor, adagrad, adam, adam_mini, adams, adamw, adamw_4bit, adamw_8bit, adan, lamb, lars,
     lion, lion_8bit, radam, ranger, rmsprop, schedule_free_adamw, schedule_free_sgd, sgd, sophia,
     stable_adamw)
+# The Adam family, the sign methods, Rprop, Adadelta and SM3 (issue 18).
+from optimkit.optimizers import (
+    adabelief, adadelta, adamax, adamaxw, amsgrad, nadam, nadamw, novograd, rprop, sign_sgd,
+    signum, sm3, yogi)
 from optimkit.state import StateStorage, compensated_updates
 from optimkit.transforms import (
     AdaGradState, AdamMiniState, DAdaptAdamState, GaLoreState, NonFiniteStepsError, ProdigyState,
@@ -23,6 +27,11 @@ from optimkit.transforms import (
     scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,
     scale_by_sophia, scale_by_trust_ratio, schedule_free, schedule_free_eval_params,
     skip_nonfinite, weight_decay_mask)
+from optimkit.transforms import (
+    AdaBeliefState, AdadeltaState, AdamaxState, AmsgradState, NadamState, NovogradState,
+    RpropState, SignumState, SM3State, YogiState, scale_by_adabelief, scale_by_adadelta,
+    scale_by_adamax, scale_by_amsgrad, scale_by_nadam, scale_by_novograd, scale_by_rprop,
+    scale_by_signum, scale_by_sm3, scale_by_yogi)
 from optimkit import checkpoint, memory, presets, registry, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule

@@ -1,8 +1,12 @@
 """The primitives: one family of gradient transformations per module."""
 
+from optimkit.transforms.adabelief import AdaBeliefState, scale_by_adabelief
+from optimkit.transforms.adadelta import AdadeltaState, scale_by_adadelta
 from optimkit.transforms.adam_mini import AdamMiniState, adam_mini_blocks, scale_by_adam_mini
+from optimkit.transforms.adamax import AdamaxState, scale_by_adamax
 from optimkit.transforms.adams import AdamSState, scale_by_adams
 from optimkit.transforms.adan import AdanState, scale_by_adan
+from optimkit.transforms.amsgrad import AmsgradState, scale_by_amsgrad
 from optimkit.transforms.factored import (
     FactoredRMSState, RelativeStepState, scale_by_factored_rms, scale_by_relative_step_size)
 from optimkit.transforms.galore import GaLoreState, galore
@@ -14,11 +18,17 @@ from optimkit.transforms.moments import (
 from optimkit.transforms.lookahead import LookaheadState, lookahead
 from optimkit.transforms.lr_free import (
     DAdaptAdamState, ProdigyState, scale_by_dadapt_adam, scale_by_prodigy)
+from optimkit.transforms.nesterov_adam import NadamState, scale_by_nadam
 from optimkit.transforms.nonfinite import NonFiniteStepsError, SkipNonFiniteState, skip_nonfinite
+from optimkit.transforms.novograd import NovogradState, scale_by_novograd
 from optimkit.transforms.rectified import scale_by_radam
+from optimkit.transforms.rprop import RpropState, scale_by_rprop
 from optimkit.transforms.schedule_free import (
     ScheduleFreeState, schedule_free, schedule_free_eval_params)
 from optimkit.transforms.sign_momentum import SignMomentumState, scale_by_sign_momentum
+from optimkit.transforms.sign_sgd import SignumState, scale_by_signum
+from optimkit.transforms.sm3 import SM3State, scale_by_sm3
 from optimkit.transforms.trust_ratio import TrustRatioState, scale_by_lars, scale_by_trust_ratio
 from optimkit.transforms.update_clipping import scale_by_stable_adam
 from optimkit.transforms.weight_decay import weight_decay_mask
+from optimkit.transforms.yogi import YogiState, scale_by_yogi
