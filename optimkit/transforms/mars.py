@@ -32,8 +32,8 @@ paper's Algorithm 2 / the authors' code (AGI-Arena/MARS), tests/transforms/test_
 optax has no MARS. Where this differs from pytorch-optimizer: its AdamW flavour adds eps
 before dividing by sqrt(1 - b2^t), i.e. uses eps / sqrt(1 - b2^t) (10x eps at the first step
 for b2 = 0.99) and a hidden 1e-15 inside the root; the paper and the authors' code add eps to
-the bias-corrected root, as here. The difference is below 1e-7 relative for gradients of order
-one.
+the bias-corrected root, as here. On the parity problem (120 steps, gradients of order one)
+the two trajectories differ by 4e-7 relative, and by 2e-10 with eps = 0.
 
 Example:
     >>> import optax
