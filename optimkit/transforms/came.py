@@ -123,13 +123,13 @@ def scale_by_came(
   def init_fn(params):
     def init_leaf(p):
       dtype = compute_dtype(p)
-      filler = jnp.zeros((1,), dtype)
+      filler = lambda: jnp.zeros((1,), dtype)  # a fresh array each: no two state leaves alias
       mu = store.init_leaf(p, signed=True)
       if not is_factored(p.shape):
-        return mu, filler, filler, filler, filler, store.init_leaf(p, signed=False)
+        return mu, filler(), filler(), filler(), filler(), store.init_leaf(p, signed=False)
       rows, cols = p.shape[:-1], p.shape[:-2] + p.shape[-1:]
       return (mu, jnp.zeros(rows, dtype), jnp.zeros(cols, dtype), jnp.zeros(rows, dtype),
-              jnp.zeros(cols, dtype), jnp.zeros((1,), dtype))
+              jnp.zeros(cols, dtype), filler())
 
     leaves = jax.tree.map(init_leaf, params)
     return CAMEState(*(unzip_leaf(params, leaves, i) for i in range(6)))
