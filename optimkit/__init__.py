@@ -21,6 +21,11 @@ from optimkit.transforms import (
     scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,
     scale_by_sophia, scale_by_trust_ratio, schedule_free, schedule_free_eval_params,
     skip_nonfinite, weight_decay_mask)
+from optimkit.transforms import (  # ADOPT, AdEMAMix, MARS, CAME, cautious, SAM (issue 18)
+    AdEMAMixState, AdoptState, CAMEState, FirstStepGateState, MarsState, SAMState,
+    SimplifiedAdEMAMixState, add_decayed_weights_after_first_step, cautious, cautious_mask,
+    half_life_warmup, linear_warmup, sam, sam_perturbation, scale_by_ademamix, scale_by_adopt,
+    scale_by_came, scale_by_mars, scale_by_simplified_ademamix)
 from optimkit import checkpoint, memory, presets, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule

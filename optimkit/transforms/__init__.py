@@ -2,7 +2,14 @@
 
 from optimkit.transforms.adam_mini import AdamMiniState, adam_mini_blocks, scale_by_adam_mini
 from optimkit.transforms.adams import AdamSState, scale_by_adams
+from optimkit.transforms.ademamix import (
+    AdEMAMixState, SimplifiedAdEMAMixState, half_life_warmup, linear_warmup, scale_by_ademamix,
+    scale_by_simplified_ademamix)
 from optimkit.transforms.adan import AdanState, scale_by_adan
+from optimkit.transforms.adopt import (
+    AdoptState, FirstStepGateState, add_decayed_weights_after_first_step, scale_by_adopt)
+from optimkit.transforms.came import CAMEState, scale_by_came
+from optimkit.transforms.cautious import cautious, cautious_mask
 from optimkit.transforms.factored import (
     FactoredRMSState, RelativeStepState, scale_by_factored_rms, scale_by_relative_step_size)
 from optimkit.transforms.hessian import (
@@ -11,8 +18,10 @@ from optimkit.transforms.moments import (
     AdaGradState, AdamState, MomentumState, RMSPropState, scale_by_adagrad, scale_by_adam,
     scale_by_momentum, scale_by_rms)
 from optimkit.transforms.lookahead import LookaheadState, lookahead
+from optimkit.transforms.mars import MarsState, scale_by_mars
 from optimkit.transforms.nonfinite import SkipNonFiniteState, skip_nonfinite
 from optimkit.transforms.rectified import scale_by_radam
+from optimkit.transforms.sam import SAMState, sam, sam_perturbation
 from optimkit.transforms.schedule_free import (
     ScheduleFreeState, schedule_free, schedule_free_eval_params)
 from optimkit.transforms.sign_momentum import SignMomentumState, scale_by_sign_momentum
