@@ -50,5 +50,5 @@ def test_came_state_is_factored_and_fresh():
   assert not is_factored((0, 3)) and is_factored((1, 1))
   leaves = jax.tree.leaves(state)
   assert len({id(leaf) for leaf in leaves}) == len(leaves)
-  updates, _ = scale_by_came().update(params, state)
+  updates, _ = jax.jit(scale_by_came().update)(params, state)
   assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))

@@ -25,8 +25,6 @@ def test_cautious_full_lion_matches_pytorch_optimizer():
   ref = run_torch(lambda p: Lion(p, lr=3e-3, weight_decay=0.0, cautious=True, foreach=False),
                   problem)
   assert_parity(ours, ref, label="cautious(lion) vs pytorch-optimizer")
-  plain = run_optax(full, problem)
-  assert np.max(np.abs(plain[-1]["matrix"] - ours[-1]["matrix"])) > 1e-4  # the mask mattered
 
 
 def test_cautious_lion_direction_with_decay_matches_pytorch_optimizer():
@@ -58,13 +56,14 @@ def test_cautious_mars_matches_pytorch_optimizer():
 def test_cautious_mask_rule():
   u = {"w": jnp.array([1.0, -2.0, 3.0, 0.5]), "s": jnp.array(2.0)}
   g = {"w": jnp.array([1.0, 1.0, 1.0, -1.0]), "s": jnp.array(1.0)}
-  along = cautious_mask(u, g, direction=True)
+  mask = jax.jit(cautious_mask, static_argnums=2)
+  along = mask(u, g, True)
   # Two of four agree: kept and scaled by 4 / (2 + 1); a scalar that agrees is halved.
   np.testing.assert_allclose(along["w"], [4 / 3, 0.0, 4.0, 0.0])
   np.testing.assert_allclose(along["s"], 1.0)
-  against = cautious_mask(jax.tree.map(lambda x: -x, u), g)
+  against = mask(jax.tree.map(lambda x: -x, u), g, False)
   np.testing.assert_allclose(against["w"], [-4 / 3, 0.0, -4.0, 0.0])
-  bf16 = cautious_mask({"w": u["w"].astype(jnp.bfloat16)}, {"w": g["w"]}, direction=True)
+  bf16 = mask({"w": u["w"].astype(jnp.bfloat16)}, {"w": g["w"]}, True)
   assert bf16["w"].dtype == jnp.bfloat16
 
 

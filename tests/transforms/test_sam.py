@@ -71,12 +71,10 @@ def test_sam_matches_pytorch_optimizer(base, adaptive):
   ref = run_torch_sam(lambda p: SAM(p, torch_base, rho=rho, adaptive=adaptive, **kwargs),
                       problem)
   assert_parity(ours, ref, label=f"sam ({base}, adaptive={adaptive}) vs pytorch-optimizer")
-  plain = run_optax(outer, problem)
-  assert np.max(np.abs(plain[-1]["matrix"] - ours[-1]["matrix"])) > 1e-4  # SAM mattered
 
 
 @pytest.mark.parametrize("opaque_mode, sync_period, reset_state",
-                         [(False, 2, True), (False, 3, False), (True, 3, True)])
+                         [(False, 2, False), (True, 3, True)])
 def test_sam_matches_optax(opaque_mode, sync_period, reset_state):
   # A stateful adversarial optimizer, so that reset_state matters.
   outer = optax.adam(0.01)
