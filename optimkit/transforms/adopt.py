@@ -1,6 +1,6 @@
 """ADOPT: Adam with the current gradient left out of its own normaliser (Taniguchi et al. 2024,
 "ADOPT: Modified Adam Can Converge with Any beta2 with the Optimal Rate", NeurIPS 2024,
-arXiv:2411.02853, Algorithm 2 with the clipping of Section 5).
+arXiv:2411.02853, with the clipping of its later revisions and the authors' code).
 
 Adam divides g_t by a second moment that already contains g_t^2, which correlates the two and
 is what lets Adam diverge for small beta2. ADOPT normalises with the *previous* second moment
@@ -34,8 +34,8 @@ Example:
     >>> tx = optax.chain(scale_by_adopt(), optax.scale_by_learning_rate(1e-3))
     >>> state = tx.init(jnp.zeros(3))
     >>> updates, state = tx.update(jnp.ones(3), state)   # first step: initialises v only
-    >>> updates
-    Array([0., 0., 0.], dtype=float32)
+    >>> float(abs(updates).max()), state[0].nu.tolist()
+    (0.0, [1.0, 1.0, 1.0])
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """MARS: variance-reduced momentum for adaptive optimizers (Yuan, Liu, Wu, Zhou & Gu 2024,
 "MARS: Unleashing the Power of Variance Reduction for Training Large Models",
-arXiv:2411.10438, Algorithms 1-3, in the approximate form the authors train with).
+arXiv:2411.10438: MARS-AdamW and MARS-Lion in the approximate form the authors train with).
 
 MARS feeds the optimizer a gradient corrected by a scaled gradient difference (a STORM-like
 variance reduction), clipped to unit norm per leaf:
