@@ -6,7 +6,7 @@ Every name here is an optax `GradientTransformation` (or a helper around one): u
 
 from optimkit._checks import TreeMismatchError
 from optimkit.comparison import compare
-from optimkit.hyperparams import inject_hyperparams, set_hyperparams
+from optimkit.hyperparams import get_hyperparams, set_hyperparams
 from optimkit.optimizers import (
     adafactor, adagrad, adam, adam_mini, adams, adamw, adamw_4bit, adamw_8bit, adan, lamb, lars,
     lion, lion_8bit, radam, ranger, rmsprop, schedule_free_adamw, schedule_free_sgd, sgd, sophia,
@@ -26,7 +26,7 @@ from optimkit.transforms import (  # ADOPT, AdEMAMix, MARS, CAME, cautious, SAM 
     SimplifiedAdEMAMixState, add_decayed_weights_after_first_step, cautious, cautious_mask,
     half_life_warmup, linear_warmup, sam, sam_perturbation, scale_by_ademamix, scale_by_adopt,
     scale_by_came, scale_by_mars, scale_by_simplified_ademamix)
-from optimkit import checkpoint, memory, presets, schedules, sharding
+from optimkit import checkpoint, memory, presets, registry, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule
 
