@@ -11,6 +11,8 @@ from optimkit.optimizers import (
     adafactor, adagrad, adam, adam_mini, adams, adamw, adamw_4bit, adamw_8bit, adan, lamb, lars,
     lion, lion_8bit, radam, ranger, rmsprop, schedule_free_adamw, schedule_free_sgd, sgd, sophia,
     stable_adamw)
+from optimkit.optimizers import (  # ADOPT, AdEMAMix, MARS, CAME (issue 18)
+    ademamix, adopt, came, mars, simplified_ademamix)
 from optimkit.state import StateStorage, compensated_updates
 from optimkit.transforms import (
     AdaGradState, AdamMiniState, AdamSState, AdanState, LookaheadState, adam_mini_blocks,

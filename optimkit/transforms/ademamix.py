@@ -132,6 +132,7 @@ def scale_by_ademamix(
     alpha_warmup: float | None = None,
     b3_warmup: float | None = None,
     state_storage: StorageLike = "float32",
+    mu_storage: StorageLike | None = None,
 ) -> optax.GradientTransformation:
   """AdEMAMix's direction (m1_hat + alpha_t m2) / (sqrt(nu_hat + eps_root) + eps).
 
@@ -147,6 +148,8 @@ def scale_by_ademamix(
     b3_warmup: T_b3, steps over which b3 rises from b1 (half-life linear), > 0; None
       (default): no warmup. The paper sets both to the length of the run.
     state_storage: how m1, m2 and nu are stored (see `optimkit.state`). Default "float32".
+    mu_storage: how the two first moments m1 and m2 are stored, when it differs from nu
+      (optax's `mu_dtype`, which optax also applies to nu). Default: as `state_storage`.
   """
   owner = "scale_by_ademamix"
   for name, value in (("b1", b1), ("b2", b2), ("b3", b3)):
@@ -157,10 +160,12 @@ def scale_by_ademamix(
   _check_warmup(owner, "alpha_warmup", alpha_warmup)
   _check_warmup(owner, "b3_warmup", b3_warmup)
   store = resolve(state_storage)
+  store_mu = store if mu_storage is None else resolve(mu_storage)
 
   def init_fn(params):
-    return AdEMAMixState(count=jnp.zeros([], jnp.int32), m1=store.init(params, signed=True),
-                         m2=store.init(params, signed=True), nu=store.init(params, signed=False))
+    return AdEMAMixState(count=jnp.zeros([], jnp.int32), m1=store_mu.init(params, signed=True),
+                         m2=store_mu.init(params, signed=True),
+                         nu=store.init(params, signed=False))
 
   def update_fn(updates, state, params=None):
     del params
@@ -170,8 +175,8 @@ def scale_by_ademamix(
       alpha_t = linear_warmup(count, alpha_t, alpha_warmup)
     if b3_warmup is not None:
       b3_t = half_life_warmup(count, b1, b3_t, b3_warmup)
-    m1 = ema(b1, updates, store.read(state.m1, updates, signed=True))
-    m2 = ema(b3_t, updates, store.read(state.m2, updates, signed=True))
+    m1 = ema(b1, updates, store_mu.read(state.m1, updates, signed=True))
+    m2 = ema(b3_t, updates, store_mu.read(state.m2, updates, signed=True))
     nu = ema(b2, jax.tree.map(jnp.square, updates), store.read(state.nu, updates, signed=False))
     correction1 = bias_correction(b1, count)
     correction2 = bias_correction(b2, count)
@@ -180,8 +185,8 @@ def scale_by_ademamix(
         / (jnp.sqrt(v / correction2 + eps_root) + eps),
         updates, m1, m2, nu)
     return direction, AdEMAMixState(
-        count=count, m1=store.write(m1, updates, state.m1, signed=True),
-        m2=store.write(m2, updates, state.m2, signed=True),
+        count=count, m1=store_mu.write(m1, updates, state.m1, signed=True),
+        m2=store_mu.write(m2, updates, state.m2, signed=True),
         nu=store.write(nu, updates, state.nu, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)

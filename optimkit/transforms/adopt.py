@@ -23,7 +23,7 @@ Checked against `torch-adopt` 0.1.0 `ADOPT` (the authors' package) and `optax.co
 the two agree with the paper and with each other (tests/transforms/test_adopt.py). Where this
 module differs:
   - from optax: the moments are stored through `state_storage` (bf16 / 8-bit / 4-bit);
-    `mu_dtype` is the full optimizer's concern (see `optimkit.adopt`).
+    optax's `mu_dtype` is `mu_storage` here (the full optimizer takes `mu_dtype`).
   - from torch-adopt: nothing in the direction. Its decoupled weight decay (`decouple=True`)
     is not applied on the first step, the one that only initialises v; the full optimizer
     reproduces that with `add_decayed_weights_after_first_step`.
@@ -73,6 +73,7 @@ def scale_by_adopt(
     use_clipping: bool = True,
     clip_value_fn: Callable[[jax.Array], jax.Array] = _default_clip_value,
     state_storage: StorageLike = "float32",
+    mu_storage: StorageLike | None = None,
 ) -> optax.GradientTransformation:
   """ADOPT's direction: momentum of g_t / max(sqrt(v_{t-1}), eps), clipped, zero at t = 0.
 
@@ -85,22 +86,25 @@ def scale_by_adopt(
     clip_value_fn: c_t as a function of the step count t (an int32 array, 1 at the second
       step). Default t^0.25.
     state_storage: how mu and nu are stored (see `optimkit.state`). Default "float32".
+    mu_storage: how mu is stored, when it differs from nu (optax's `mu_dtype`). Default: as
+      `state_storage`.
   """
   owner = "scale_by_adopt"
   _checks.check_beta(owner, "b1", b1)
   _checks.check_beta(owner, "b2", b2)
   _checks.check_non_negative(owner, "eps", eps)
   store = resolve(state_storage)
+  store_mu = store if mu_storage is None else resolve(mu_storage)
 
   def init_fn(params):
-    return AdoptState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
+    return AdoptState(count=jnp.zeros([], jnp.int32), mu=store_mu.init(params, signed=True),
                       nu=store.init(params, signed=False))
 
   def update_fn(updates, state, params=None):
     del params
     first = state.count == 0
     old_nu = store.read(state.nu, updates, signed=False)
-    old_mu = store.read(state.mu, updates, signed=True)
+    old_mu = store_mu.read(state.mu, updates, signed=True)
     # At t = 0 the clip bound is c_0 = 0 under the default, but a custom clip_value_fn (or no
     # clipping) need not be, so the first step is masked explicitly rather than by the clip.
     clip = clip_value_fn(state.count) if use_clipping else None
@@ -122,7 +126,7 @@ def scale_by_adopt(
     # v_0 = g_0^2 exactly: the EMA with b2 -> 0 at the first step.
     nu = ema(jnp.where(first, 0.0, b2), jax.tree.map(jnp.square, updates), old_nu)
     return direction, AdoptState(count=increment(state.count),
-                                 mu=store.write(mu, updates, state.mu, signed=True),
+                                 mu=store_mu.write(mu, updates, state.mu, signed=True),
                                  nu=store.write(nu, updates, state.nu, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)

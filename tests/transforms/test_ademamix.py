@@ -1,4 +1,4 @@
-"""AdEMAMix against pytorch-optimizer 4.1.0 and optax.contrib.ademamix; Simplified AdEMAMix
+"""optimkit.ademamix against pytorch-optimizer 4.1.0 and optax.contrib.ademamix; Simplified AdEMAMix
 against optax.contrib.simplified_ademamix and a NumPy transcription of the authors' algorithm
 (Morwani et al. 2025, DepenM/Simplified-AdEMAMix) with its b1 warmup. 120 steps in float64 on
 a matrix, a rank-3 stack, a vector and a scalar (tests for transforms/ademamix)."""
@@ -11,14 +11,10 @@ import numpy as np
 import optax
 import pytest
 
+import optimkit
 from optimkit.transforms.ademamix import (
-    half_life_warmup, linear_warmup, scale_by_ademamix, scale_by_simplified_ademamix)
+    half_life_warmup, linear_warmup, scale_by_simplified_ademamix)
 from tests.parity import Problem, assert_parity, run_optax, run_torch
-
-
-def _chain(direction, learning_rate, weight_decay=0.0):
-  return optax.chain(direction, optax.add_decayed_weights(weight_decay),
-                     optax.scale_by_learning_rate(learning_rate))
 
 
 @pytest.mark.parametrize("warmup", [None, 60])
@@ -28,9 +24,8 @@ def test_ademamix_matches_pytorch_optimizer(warmup):
   # b3 = 0.99 and a 60-step warmup within the 120 steps, so that the slow EMA, both schedules
   # and their end all show in the trajectory.
   problem = Problem(seed=31)
-  ours = run_optax(_chain(scale_by_ademamix(b3=0.99, alpha=5.0, alpha_warmup=warmup,
-                                            b3_warmup=warmup), 0.01, weight_decay=0.05),
-                   problem)
+  ours = run_optax(optimkit.ademamix(0.01, b3=0.99, alpha=5.0, weight_decay=0.05,
+                                     alpha_warmup=warmup, b3_warmup=warmup), problem)
   ref = run_torch(lambda p: AdEMAMix(p, lr=0.01, betas=(0.9, 0.999, 0.99), alpha=5.0,
                                      t_alpha_beta3=warmup, weight_decay=0.05,
                                      weight_decouple=True, foreach=False), problem)
@@ -42,7 +37,7 @@ def test_ademamix_matches_optax_with_schedules():
   alpha = optax.linear_schedule(0.0, 8.0, 50)
   b3 = lambda count: 0.9 + 0.09 * jnp.minimum(count / 80.0, 1.0)
   problem = Problem(seed=32)
-  ours = run_optax(_chain(scale_by_ademamix(b3=b3, alpha=alpha, eps_root=1e-12), 0.01, 0.02),
+  ours = run_optax(optimkit.ademamix(0.01, b3=b3, alpha=alpha, eps_root=1e-12, weight_decay=0.02),
                    problem)
   ref = run_optax(optax.contrib.ademamix(0.01, b3=b3, alpha=alpha, eps_root=1e-12,
                                          weight_decay=0.02), problem)
@@ -100,8 +95,8 @@ def test_simplified_ademamix_matches_authors_algorithm():
   b1_warmup = 80
   problem = Problem(seed=33)
   kwargs = dict(b1=0.95, b2=0.95, alpha=2.0, eps=1e-8)
-  ours = run_optax(_chain(scale_by_simplified_ademamix(b1_warmup=b1_warmup, min_b1=0.8,
-                                                       **kwargs), 1e-3, 0.1), problem)
+  ours = run_optax(optimkit.simplified_ademamix(1e-3, weight_decay=0.1, b1_warmup=b1_warmup,
+                                                min_b1=0.8, **kwargs), problem)
   ref = _simplified_reference(problem, 1e-3, weight_decay=0.1, b1_warmup=b1_warmup,
                               min_b1=0.8, **kwargs)
   # The authors' code takes log(b + 1e-8) in its warmup, which moves b1_t by ~1e-8.
@@ -111,8 +106,8 @@ def test_simplified_ademamix_matches_authors_algorithm():
 def test_simplified_ademamix_matches_optax():
   alpha = optax.linear_schedule(0.0, 3.0, 60)
   problem = Problem(seed=34)
-  ours = run_optax(_chain(scale_by_simplified_ademamix(b1=0.9, alpha=alpha, eps_root=1e-10),
-                          1e-3, 0.01), problem)
+  ours = run_optax(optimkit.simplified_ademamix(1e-3, b1=0.9, alpha=alpha, eps_root=1e-10,
+                                                weight_decay=0.01), problem)
   ref = run_optax(optax.contrib.simplified_ademamix(1e-3, b1=0.9, alpha=alpha, eps_root=1e-10,
                                                     weight_decay=0.01), problem)
   assert_parity(ours, ref, label="simplified ademamix vs optax")

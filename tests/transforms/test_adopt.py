@@ -1,5 +1,6 @@
-"""ADOPT against torch-adopt 0.1.0 (the authors' package) and optax.contrib.adopt, 120 steps in
-float64 on a matrix, a rank-3 stack, a vector and a scalar (tests for transforms/adopt)."""
+"""optimkit.adopt against torch-adopt 0.1.0 (the authors' package) and optax.contrib.adopt, 120
+steps in float64 on a matrix, a rank-3 stack, a vector and a scalar (tests for transforms/adopt
+and its declaration in optimizers/modern)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,20 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from optimkit.transforms.adopt import add_decayed_weights_after_first_step, scale_by_adopt
+import optimkit
+from optimkit.transforms.adopt import scale_by_adopt
 from tests.parity import Problem, assert_parity, run_optax, run_torch
-
-
-def _adopt(learning_rate, weight_decay=0.0, decouple=False, **kwargs):
-  """The chain the full optimizer builds (coupled L2 before, decoupled decay after)."""
-  parts = []
-  if weight_decay and not decouple:
-    parts.append(optax.add_decayed_weights(weight_decay))
-  parts.append(scale_by_adopt(**kwargs))
-  if weight_decay and decouple:
-    parts.append(add_decayed_weights_after_first_step(weight_decay))
-  parts.append(optax.scale_by_learning_rate(learning_rate))
-  return optax.chain(*parts)
 
 
 @pytest.mark.parametrize("weight_decay, decouple", [(0.0, False), (0.1, False), (0.1, True)])
@@ -33,12 +23,13 @@ def test_adopt_matches_torch_adopt(weight_decay, decouple):
   else:
     # b2 = 0.99 so that the second moment keeps moving over the run.
     problem, kwargs, betas = Problem(seed=21), {"b2": 0.99}, (0.9, 0.99)
-  ours = run_optax(_adopt(0.02, weight_decay, decouple, **kwargs), problem)
+  tx = optimkit.adopt(0.02, weight_decay=weight_decay, decouple=decouple, **kwargs)
+  ours = run_optax(tx, problem)
   ref = run_torch(lambda p: ADOPT(p, lr=0.02, betas=betas, weight_decay=weight_decay,
                                   decouple=decouple, foreach=False), problem)
   assert_parity(ours, ref, label=f"adopt (wd={weight_decay}, decouple={decouple}) vs torch-adopt")
   if weight_decay == 0.0:
-    unclipped = run_optax(_adopt(0.02, use_clipping=False), problem)
+    unclipped = run_optax(optimkit.adopt(0.02, use_clipping=False), problem)
     assert np.max(np.abs(unclipped[-1]["matrix"] - ours[-1]["matrix"])) > 1e-6  # clip mattered
 
 
@@ -47,7 +38,7 @@ def test_adopt_matches_torch_adopt(weight_decay, decouple):
                                     {"use_clipping": False}])
 def test_adopt_matches_optax(kwargs):
   problem = Problem(seed=23, noise=2.0)
-  ours = run_optax(_adopt(0.02, **kwargs), problem)
+  ours = run_optax(optimkit.adopt(0.02, **kwargs), problem)
   ref = run_optax(optax.contrib.adopt(0.02, **kwargs), problem)
   assert_parity(ours, ref, label=f"adopt {sorted(kwargs)} vs optax")
 

@@ -1,21 +1,16 @@
-"""CAME against came-pytorch 0.1.3 (the authors' package), 120 steps in float64 on a matrix, a
+"""optimkit.came against came-pytorch 0.1.3 (the authors' package), 120 steps in float64 on a matrix, a
 rank-3 stack, a vector, a scalar and a column matrix (tests for transforms/came)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
+import optimkit
 from optimkit.transforms.came import is_factored, scale_by_came
 from tests.parity import Problem, assert_parity, run_optax, run_torch
 
 SHAPES = {"matrix": (6, 5), "stack": (3, 4, 5), "vector": (7,), "scalar": (), "column": (4, 1)}
-
-
-def _came(learning_rate, weight_decay=0.0, **kwargs):
-  return optax.chain(scale_by_came(**kwargs), optax.add_decayed_weights(weight_decay),
-                     optax.scale_by_learning_rate(learning_rate))
 
 
 @pytest.mark.parametrize("weight_decay, betas", [(0.0, (0.9, 0.999, 0.9999)),
@@ -27,7 +22,7 @@ def test_came_matches_came_pytorch(weight_decay, betas):
   # statistics move within the run.
   problem = Problem(seed=51, shapes=SHAPES, noise=3.0)
   b1, b2, b3 = betas
-  ours = run_optax(_came(0.01, weight_decay, b1=b1, b2=b2, b3=b3), problem)
+  ours = run_optax(optimkit.came(0.01, b1, b2, b3, weight_decay=weight_decay), problem)
   ref = run_torch(lambda p: CAME(p, lr=0.01, betas=betas, weight_decay=weight_decay), problem)
   assert_parity(ours, ref, label=f"came (wd={weight_decay}, betas={betas}) vs came-pytorch")
 
@@ -36,7 +31,8 @@ def test_came_clip_threshold_matches_came_pytorch():
   from came_pytorch import CAME
 
   problem = Problem(seed=52, shapes=SHAPES)
-  ours = run_optax(_came(0.01, clipping_threshold=0.3, eps1=1e-20, eps2=1e-10), problem)
+  ours = run_optax(optimkit.came(0.01, clipping_threshold=0.3, eps1=1e-20, eps2=1e-10),
+                   problem)
   ref = run_torch(lambda p: CAME(p, lr=0.01, clip_threshold=0.3, eps=(1e-20, 1e-10)), problem)
   assert_parity(ours, ref, label="came (clip 0.3) vs came-pytorch")
 

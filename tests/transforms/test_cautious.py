@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+import optimkit
 from optimkit.transforms.cautious import cautious, cautious_mask
 from optimkit.transforms.mars import scale_by_mars
 from optimkit.transforms.sign_momentum import scale_by_sign_momentum
@@ -20,8 +21,7 @@ def test_cautious_full_lion_matches_pytorch_optimizer():
   # A full optimizer without weight decay: its updates are -lr * sign(...), so the wrapper's
   # default (updates added to the params) applies.
   problem = Problem(seed=61, noise=2.0)
-  full = optax.chain(scale_by_sign_momentum(0.9, 0.99), optax.scale_by_learning_rate(3e-3))
-  ours = run_optax(cautious(full), problem)
+  ours = run_optax(cautious(optimkit.lion(3e-3, weight_decay=0.0)), problem)
   ref = run_torch(lambda p: Lion(p, lr=3e-3, weight_decay=0.0, cautious=True, foreach=False),
                   problem)
   assert_parity(ours, ref, label="cautious(lion) vs pytorch-optimizer")

@@ -1,31 +1,14 @@
-"""MARS (AdamW and Lion flavours) against pytorch-optimizer 4.1.0 `MARS` and a NumPy
+"""optimkit.mars (AdamW and Lion flavours) against pytorch-optimizer 4.1.0 `MARS` and a NumPy
 transcription of the paper's Algorithm 2 as the authors' code runs it (AGI-Arena/MARS: MARS on
 matrices, AdamW at their own betas / learning rate / decay on the other leaves). 120 steps in
 float64 on a matrix, a rank-3 stack, a vector and a scalar (tests for transforms/mars)."""
 
 import jax
 import numpy as np
-import optax
 import pytest
 
-from optimkit.transforms.mars import scale_by_mars
-from optimkit.transforms.moments import scale_by_adam
+import optimkit
 from tests.parity import Problem, assert_parity, run_optax, run_torch
-
-
-def mars_chain(learning_rate, b1=0.95, b2=0.99, gamma=0.025, eps=1e-8, weight_decay=0.0,
-               mars_type="adamw", b1_1d=0.9, b2_1d=0.95, weight_decay_1d=0.1,
-               lr_1d_factor=1.0, is_matrix=lambda p: p.ndim >= 2):
-  """MARS on the leaves `is_matrix` picks, AdamW on the others (the full optimizer's layout)."""
-  labels = lambda params: jax.tree.map(lambda p: "mars" if is_matrix(p) else "adamw", params)
-  return optax.partition({
-      "mars": optax.chain(scale_by_mars(b1, b2, gamma, eps, mars_type=mars_type),
-                          optax.add_decayed_weights(weight_decay),
-                          optax.scale_by_learning_rate(learning_rate)),
-      "adamw": optax.chain(scale_by_adam(b1_1d, b2_1d, eps),
-                           optax.add_decayed_weights(weight_decay_1d),
-                           optax.scale_by_learning_rate(learning_rate * lr_1d_factor)),
-  }, labels)
 
 
 @pytest.mark.parametrize("mars_type", ["adamw", "lion"])
@@ -36,8 +19,8 @@ def test_mars_matches_pytorch_optimizer(mars_type):
   # unit-norm clipping act; lion needs a smaller step.
   lr = 0.01 if mars_type == "adamw" else 0.002
   problem = Problem(seed=41, noise=3.0)
-  ours = run_optax(mars_chain(lr, gamma=0.1, weight_decay=0.05, mars_type=mars_type,
-                              weight_decay_1d=0.02, lr_1d_factor=0.5), problem)
+  ours = run_optax(optimkit.mars(lr, gamma=0.1, weight_decay=0.05, mars_type=mars_type,
+                                 weight_decay_1d=0.02, lr_1d_factor=0.5), problem)
   ref = run_torch(lambda p: MARS(p, lr=lr, gamma=0.1, weight_decay=0.05, mars_type=mars_type,
                                  lr_1d=lr * 0.5, weight_decay_1d=0.02, foreach=False), problem)
   assert_parity(ours, ref, label=f"mars ({mars_type}) vs pytorch-optimizer")
@@ -47,7 +30,7 @@ def test_mars_optimize_1d_matches_pytorch_optimizer():
   from pytorch_optimizer import MARS
 
   problem = Problem(seed=42, noise=2.0)
-  ours = run_optax(mars_chain(0.01, weight_decay=0.05, is_matrix=lambda p: True), problem)
+  ours = run_optax(optimkit.mars(0.01, weight_decay=0.05, optimize_1d=True), problem)
   ref = run_torch(lambda p: MARS(p, lr=0.01, weight_decay=0.05, optimize_1d=True,
                                  foreach=False), problem)
   assert_parity(ours, ref, label="mars (optimize_1d) vs pytorch-optimizer")
@@ -90,8 +73,9 @@ def _mars_reference(problem, lr, b1, b2, gamma, eps, wd, mars_type, b1_1d, b2_1d
 def test_mars_matches_paper_as_the_authors_route_it(mars_type):
   lr = 0.01 if mars_type == "adamw" else 0.002
   problem = Problem(seed=43, noise=3.0)
-  ours = run_optax(mars_chain(lr, gamma=0.1, weight_decay=0.05, mars_type=mars_type,
-                              lr_1d_factor=0.5, is_matrix=lambda p: p.ndim == 2), problem)
+  two_d = lambda params: jax.tree.map(lambda p: p.ndim == 2, params)  # the authors' rule
+  ours = run_optax(optimkit.mars(lr, gamma=0.1, weight_decay=0.05, mars_type=mars_type,
+                                 lr_1d_factor=0.5, mars_mask=two_d), problem)
   ref = _mars_reference(problem, lr, 0.95, 0.99, 0.1, 1e-8, 0.05, mars_type, 0.9, 0.95, 0.1,
                         lr * 0.5)
   assert_parity(ours, ref, label=f"mars ({mars_type}) vs paper / authors' code")
