@@ -15,6 +15,8 @@ from optimkit.optimizers import (
 from optimkit.optimizers import (
     adabelief, adadelta, adamax, adamaxw, amsgrad, nadam, nadamw, novograd, rprop, sign_sgd,
     signum, sm3, yogi)
+from optimkit.optimizers import (  # ADOPT, AdEMAMix, MARS, CAME (issue 18)
+    ademamix, adopt, came, mars, simplified_ademamix)
 from optimkit.state import StateStorage, compensated_updates
 from optimkit.transforms import (
     AdaGradState, AdamMiniState, DAdaptAdamState, GaLoreState, NonFiniteStepsError, ProdigyState,
@@ -32,6 +34,11 @@ from optimkit.transforms import (
     RpropState, SignumState, SM3State, YogiState, scale_by_adabelief, scale_by_adadelta,
     scale_by_adamax, scale_by_amsgrad, scale_by_nadam, scale_by_novograd, scale_by_rprop,
     scale_by_signum, scale_by_sm3, scale_by_yogi)
+from optimkit.transforms import (  # ADOPT, AdEMAMix, MARS, CAME, cautious, SAM (issue 18)
+    AdEMAMixState, AdoptState, CAMEState, FirstStepGateState, MarsState, SAMState,
+    SimplifiedAdEMAMixState, add_decayed_weights_after_first_step, cautious, cautious_mask,
+    half_life_warmup, linear_warmup, sam, sam_perturbation, scale_by_ademamix, scale_by_adopt,
+    scale_by_came, scale_by_mars, scale_by_simplified_ademamix)
 from optimkit import checkpoint, memory, presets, registry, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule

@@ -5,8 +5,15 @@ from optimkit.transforms.adadelta import AdadeltaState, scale_by_adadelta
 from optimkit.transforms.adam_mini import AdamMiniState, adam_mini_blocks, scale_by_adam_mini
 from optimkit.transforms.adamax import AdamaxState, scale_by_adamax
 from optimkit.transforms.adams import AdamSState, scale_by_adams
+from optimkit.transforms.ademamix import (
+    AdEMAMixState, SimplifiedAdEMAMixState, half_life_warmup, linear_warmup, scale_by_ademamix,
+    scale_by_simplified_ademamix)
 from optimkit.transforms.adan import AdanState, scale_by_adan
 from optimkit.transforms.amsgrad import AmsgradState, scale_by_amsgrad
+from optimkit.transforms.adopt import (
+    AdoptState, FirstStepGateState, add_decayed_weights_after_first_step, scale_by_adopt)
+from optimkit.transforms.came import CAMEState, scale_by_came
+from optimkit.transforms.cautious import cautious, cautious_mask
 from optimkit.transforms.factored import (
     FactoredRMSState, RelativeStepState, scale_by_factored_rms, scale_by_relative_step_size)
 from optimkit.transforms.galore import GaLoreState, galore
@@ -23,6 +30,8 @@ from optimkit.transforms.nonfinite import NonFiniteStepsError, SkipNonFiniteStat
 from optimkit.transforms.novograd import NovogradState, scale_by_novograd
 from optimkit.transforms.rectified import scale_by_radam
 from optimkit.transforms.rprop import RpropState, scale_by_rprop
+from optimkit.transforms.mars import MarsState, scale_by_mars
+from optimkit.transforms.sam import SAMState, sam, sam_perturbation
 from optimkit.transforms.schedule_free import (
     ScheduleFreeState, schedule_free, schedule_free_eval_params)
 from optimkit.transforms.sign_momentum import SignMomentumState, scale_by_sign_momentum
