@@ -19,3 +19,4 @@ from optimkit.transforms.sign_momentum import SignMomentumState, scale_by_sign_m
 from optimkit.transforms.trust_ratio import TrustRatioState, scale_by_lars, scale_by_trust_ratio
 from optimkit.transforms.update_clipping import scale_by_stable_adam
 from optimkit.transforms.weight_decay import weight_decay_mask
+from optimkit.transforms.muon import MuonState, newton_schulz, scale_by_muon
