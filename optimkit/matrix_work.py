@@ -131,7 +131,7 @@ def _local(f: MatrixFn, x: jax.Array) -> jax.Array:
 def _spread(f: MatrixFn, matrices: list, mesh, axes: tuple[str, ...]) -> list[jax.Array]:
   """Stack same-shape matrices, shard the stack axis over `axes`, vmap f, unstack."""
   devices = math.prod(mesh.shape[name] for name in axes)
-  spread = PartitionSpec(axes if len(axes) > 1 else axes[0])
+  hops = _hops(axes)
   groups: dict[tuple, list[int]] = {}
   for index, x in enumerate(matrices):
     groups.setdefault((x.shape[-2:], jnp.dtype(x.dtype)), []).append(index)
@@ -145,8 +145,16 @@ def _spread(f: MatrixFn, matrices: list, mesh, axes: tuple[str, ...]) -> list[ja
       # Zero matrices fill the last round; every f used here maps them to finite values.
       pieces.append(jnp.zeros((padding,) + shape, pieces[0].dtype))
     stack = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces)
-    stack = _constrain(stack, mesh, spread)
-    out = _constrain(jax.vmap(f)(stack), mesh, spread)
+    stack = _constrain(stack, mesh, (), False)
+    for hop in hops:
+      stack = _constrain(stack, mesh, *hop)
+    out = jax.vmap(f)(stack)
+    for hop in reversed(hops):
+      out = _constrain(out, mesh, *hop)
+    # Last hop: the stack axis unsharded, the matrix axes free, so that XLA gives each result
+    # its consumer's layout in one collective (an all-gather when that is replicated) and the
+    # slices below are local.
+    out = _constrain(out, mesh, (), False)
     start = 0
     for i, piece in zip(members, pieces):
       size = piece.shape[0]
@@ -156,7 +164,23 @@ def _spread(f: MatrixFn, matrices: list, mesh, axes: tuple[str, ...]) -> list[ja
   return results
 
 
-def _constrain(x: jax.Array, mesh, spec: PartitionSpec) -> jax.Array:
+def _hops(axes: tuple[str, ...]) -> list[tuple]:
+  """The stack's shardings on the way to whole matrices on each device, one mesh axis at a time,
+  as (mesh axes of the stack axis, whether the other axes are pinned unsharded).
+
+  XLA reshards a matrix split over two mesh axes into a stack split over both by replicating
+  it first (an all-gather of everything: "involuntary full rematerialization"), but moves one
+  axis at a time with an all-to-all. So the stack axis takes the mesh axes one by one, the
+  matrix axes left free in between (XLA keeps the remaining mesh axes where they were), and
+  only the last hop pins the matrix axes unsharded. Results go back through the same hops.
+  """
+  return [(axes[:k], k == len(axes)) for k in range(1, len(axes) + 1)]
+
+
+def _constrain(x: jax.Array, mesh, stack_axes: tuple[str, ...], pinned: bool) -> jax.Array:
+  rest = None if pinned else PartitionSpec.UNCONSTRAINED
+  stack = stack_axes if len(stack_axes) > 1 else stack_axes[0] if stack_axes else None
+  spec = PartitionSpec(stack, *(rest,) * (x.ndim - 1))
   if isinstance(mesh, jax.sharding.Mesh):
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
   return jax.lax.with_sharding_constraint(x, spec)  # an abstract (context) mesh
