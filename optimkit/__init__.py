@@ -6,7 +6,7 @@ Every name here is an optax `GradientTransformation` (or a helper around one): u
 
 from optimkit._checks import TreeMismatchError
 from optimkit.comparison import compare
-from optimkit.hyperparams import inject_hyperparams, set_hyperparams
+from optimkit.hyperparams import get_hyperparams, set_hyperparams
 from optimkit.optimizers import (
     adafactor, adagrad, adam, adam_mini, adams, adamw, adamw_4bit, adamw_8bit, adan, lamb, lars,
     lion, lion_8bit, radam, ranger, rmsprop, schedule_free_adamw, schedule_free_sgd, sgd, sophia,
@@ -21,7 +21,7 @@ from optimkit.transforms import (
     scale_by_momentum, scale_by_relative_step_size, scale_by_rms, scale_by_sign_momentum,
     scale_by_sophia, scale_by_trust_ratio, schedule_free, schedule_free_eval_params,
     skip_nonfinite, weight_decay_mask)
-from optimkit import checkpoint, memory, presets, schedules, sharding
+from optimkit import checkpoint, memory, presets, registry, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule
 from optimkit.matrix_work import map_matrices

@@ -1,0 +1,13 @@
+"""Full optimizers, one declaration each (see `optimkit.optimizers._declare`), by family.
+
+Importing this package declares every optimizer, which fills `optimkit.registry`.
+"""
+
+from optimkit.optimizers.adaptive import (
+    adam, adam_mini, adams, adamw, adamw_4bit, adamw_8bit, adan, radam, ranger, stable_adamw)
+from optimkit.optimizers.classic import adagrad, rmsprop, sgd
+from optimkit.optimizers.factored import adafactor
+from optimkit.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
+from optimkit.optimizers.sign import lion, lion_8bit
+from optimkit.optimizers.sophia import sophia
+from optimkit.optimizers.trust_ratio import lamb, lars
