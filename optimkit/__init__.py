@@ -42,5 +42,7 @@ from optimkit.transforms import (  # ADOPT, AdEMAMix, MARS, CAME, cautious, SAM 
 from optimkit import checkpoint, memory, presets, registry, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule
+from optimkit.matrix_work import map_matrices
+from optimkit.transforms.muon import MuonState, scale_by_muon
 
 __version__ = "0.1.0"

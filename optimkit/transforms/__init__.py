@@ -41,3 +41,4 @@ from optimkit.transforms.trust_ratio import TrustRatioState, scale_by_lars, scal
 from optimkit.transforms.update_clipping import scale_by_stable_adam
 from optimkit.transforms.weight_decay import weight_decay_mask
 from optimkit.transforms.yogi import YogiState, scale_by_yogi
+from optimkit.transforms.muon import MuonState, newton_schulz, scale_by_muon
