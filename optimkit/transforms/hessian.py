@@ -103,6 +103,13 @@ def gauss_newton_bartlett(params: Any, key: jax.Array, *,
 
 
 ESTIMATORS = {"hutchinson": hutchinson, "gnb": gauss_newton_bartlett}
+# The extra argument each built-in estimator needs, who needs it, and what it is.
+_NEEDS = {
+    "gnb": ("logits_fn", "the Gauss-Newton-Bartlett estimator (estimator='gnb', Sophia-G)",
+            "a function params -> logits (or use estimator='hutchinson' with loss_fn=)"),
+    "hutchinson": ("loss_fn", "the Hutchinson estimator (estimator='hutchinson', Sophia-H)",
+                   "a function params -> scalar loss"),
+}
 
 
 def scale_by_sophia(
@@ -184,6 +191,10 @@ def scale_by_sophia(
             f"(the same key on every device), or construct the optimizer with seed=...")
       key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
 
+    needed = _NEEDS.get(estimator) if isinstance(estimator, str) else None
+    if needed is not None and needed[0] not in extra_args:
+      raise ValueError(f"{owner}: {needed[1]} needs {needed[0]}= passed to update(): "
+                       f"{needed[2]}")
     # Hutchinson estimates can be negative: h is stored as a signed quantity.
     old_hessian = store.read(state.hessian, updates, signed=True)
 
