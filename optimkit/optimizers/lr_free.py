@@ -11,8 +11,6 @@ which do not bias-correct: `bias_correction=True` gives optax.contrib's trajecto
 
 from __future__ import annotations
 
-import math
-
 import optax
 
 from optimkit.optimizers._declare import ScalarOrSchedule, optimizer
@@ -46,7 +44,7 @@ def prodigy(
     safeguard_warmup: bool = False,
     *,
     bias_correction: bool = False,
-    growth_rate: float = math.inf,
+    growth_rate: float | None = None,
     decouple: bool = True,
     state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
@@ -70,7 +68,8 @@ def prodigy(
     safeguard_warmup: leave lr out of the estimate's denominator (for warmups). Default False.
     bias_correction: Adam's bias correction in d lr; True is optax.contrib.prodigy's trajectory.
       Default False (the authors').
-    growth_rate: d grows by at most this factor a step, >= 1. Default inf (the authors').
+    growth_rate: d grows by at most this factor a step, >= 1; None (default) is unbounded (the
+      authors' inf; an inf would sit in the state as a hyperparameter).
     decouple: True (default, prodigyopt's and optax's): AdamW-style decay scaled by d lr;
       False: L2 decay added to the gradient.
     state_storage: "float32", "bfloat16", "8bit" or "4bit" for m, v and s (see
@@ -106,7 +105,7 @@ def dadapt_adamw(
     weight_decay: float = 0.0,
     *,
     bias_correction: bool = False,
-    growth_rate: float = math.inf,
+    growth_rate: float | None = None,
     decouple: bool = True,
     state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
@@ -127,7 +126,8 @@ def dadapt_adamw(
     weight_decay: >= 0. Default 0.
     bias_correction: Adam's bias correction in d lr; True is optax.contrib.dadapt_adamw's
       trajectory. Default False (the authors').
-    growth_rate: d grows by at most this factor a step, >= 1. Default inf (the authors').
+    growth_rate: d grows by at most this factor a step, >= 1; None (default) is unbounded (the
+      authors' inf; an inf would sit in the state as a hyperparameter).
     decouple: True (default; the name's AdamW, and optax's): decay scaled by d lr; False: L2
       decay added to the gradient (DAdaptAdam's own default).
     state_storage: "float32", "bfloat16", "8bit" or "4bit" for m, v and s (see

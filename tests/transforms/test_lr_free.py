@@ -5,7 +5,6 @@ scalar (tests/parity.py), max relative error <= 1e-6. Then every state storage, 
 steps (lr = 0, no gradient yet), dtypes, fresh buffers and bad input."""
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
