@@ -17,6 +17,7 @@ from optimkit.optimizers import (
     signum, sm3, yogi)
 from optimkit.optimizers import (  # ADOPT, AdEMAMix, MARS, CAME (issue 18)
     ademamix, adopt, came, mars, simplified_ademamix)
+from optimkit.optimizers import dadapt_adamw, prodigy  # learning-rate-free (issue 18)
 from optimkit.state import StateStorage, compensated_updates
 from optimkit.transforms import (
     AdaGradState, AdamMiniState, DAdaptAdamState, GaLoreState, NonFiniteStepsError, ProdigyState,

@@ -67,7 +67,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -121,7 +120,8 @@ def _check_common(owner: str, learning_rate, betas, eps, estim_lr0, weight_decay
   _checks.check_range(owner, "eps", eps, 0.0, low_inclusive=False)
   _checks.check_range(owner, "estim_lr0", estim_lr0, 0.0, low_inclusive=False)
   _checks.check_non_negative(owner, "weight_decay", weight_decay)
-  _checks.check_range(owner, "growth_rate", growth_rate, 1.0)
+  if growth_rate is not None:
+    _checks.check_range(owner, "growth_rate", growth_rate, 1.0)
 
 
 def _bias_correction(enabled: bool, b1: Any, b2: Any, steps: jax.Array, dtype) -> Any:
@@ -172,7 +172,7 @@ def scale_by_prodigy(
     safeguard_warmup: bool = False,
     *,
     bias_correction: bool = False,
-    growth_rate: Any = math.inf,
+    growth_rate: Any = None,
     state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """Prodigy's step: Adam scaled by the running estimate of D (equations in the module doc).
@@ -188,7 +188,8 @@ def scale_by_prodigy(
     safeguard_warmup: leave lr out of s (the authors' remedy for warmup from lr = 0).
     bias_correction: Adam's bias correction in d lr (optax's behaviour); the authors' default
       is False.
-    growth_rate: d grows by at most this factor a step, >= 1. Default inf.
+    growth_rate: d grows by at most this factor a step, >= 1; None (default) is unbounded
+      (the authors' inf).
     state_storage: how m, v and s are stored (see `optimkit.state`). Default "float32".
 
   Returns:
@@ -214,8 +215,10 @@ def scale_by_prodigy(
         exp_avg_sq=store.init(params, signed=False),
         grad_sum=store.init(params, signed=True),
         params0=jax.tree.map(lambda p: jnp.array(p, copy=True), params),
-        estim_lr=jnp.asarray(estim_lr0, dtype),
-        estim_lr_max=jnp.asarray(estim_lr0, dtype),
+        # Copies: estim_lr0 may be the very array the hyperparameters hold (no state leaf may
+        # be another's buffer: a donated step would donate it twice).
+        estim_lr=jnp.array(estim_lr0, dtype, copy=True),
+        estim_lr_max=jnp.array(estim_lr0, dtype, copy=True),
         numerator_weighted=jnp.zeros([], dtype),
     )
 
@@ -245,7 +248,8 @@ def scale_by_prodigy(
     d_hat = estim_lr_coef * numerator / denominator
     d_max = jnp.maximum(state.estim_lr_max, d_hat)
     # The authors let the first estimate above d0 through whole, then cap growth by growth_rate.
-    d_new = jnp.minimum(d_max, growth_rate * jnp.where(d == d0, jnp.maximum(d, d_hat), d))
+    d_new = jnp.where(d == d0, jnp.maximum(d, d_hat), d)
+    d_new = d_max if growth_rate is None else jnp.minimum(d_max, growth_rate * d_new)
 
     step = map_like(
         lambda g, m, v, p: -dlr * (m / (jnp.sqrt(v) + d_new * eps) + weight_decay * p),
@@ -306,7 +310,7 @@ def scale_by_dadapt_adam(
     weight_decay: Any = 0.0,
     *,
     bias_correction: bool = False,
-    growth_rate: Any = math.inf,
+    growth_rate: Any = None,
     state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """D-Adaptation's Adam step (equations in the module doc).
@@ -319,7 +323,8 @@ def scale_by_dadapt_adam(
     weight_decay: decoupled weight decay, scaled by d lr, >= 0. Default 0.
     bias_correction: Adam's bias correction in d lr (optax's behaviour); the authors' default
       is False.
-    growth_rate: d grows by at most this factor a step, >= 1. Default inf.
+    growth_rate: d grows by at most this factor a step, >= 1; None (default) is unbounded
+      (the authors' inf).
     state_storage: how m, v and s are stored (see `optimkit.state`). Default "float32".
 
   Returns:
@@ -341,7 +346,7 @@ def scale_by_dadapt_adam(
         exp_avg=store.init(params, signed=True),
         exp_avg_sq=store.init(params, signed=False),
         grad_sum=store.init(params, signed=True),
-        estim_lr=jnp.asarray(estim_lr0, dtype),
+        estim_lr=jnp.array(estim_lr0, dtype, copy=True),  # a copy, as in scale_by_prodigy
         numerator_weighted=jnp.zeros([], dtype),
     )
 
@@ -366,7 +371,7 @@ def scale_by_dadapt_adam(
     numerator = sb2 * state.numerator_weighted + (1 - sb2) * dlr * progress
 
     d_hat = numerator / ((1 - sb2) * l1)
-    d_new = jnp.maximum(d, jnp.minimum(d_hat, growth_rate * d))
+    d_new = jnp.maximum(d, d_hat if growth_rate is None else jnp.minimum(d_hat, growth_rate * d))
 
     step = map_like(lambda g, m, v, p: -(m / (jnp.sqrt(v) + eps) + (dlr * weight_decay) * p),
                     updates, m, v, x)

@@ -5,7 +5,6 @@ scalar (tests/parity.py), max relative error <= 1e-6. Then every state storage, 
 steps (lr = 0, no gradient yet), dtypes, fresh buffers and bad input."""
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +15,10 @@ import torch
 from dadaptation import DAdaptAdam
 from prodigyopt import Prodigy
 
+import optimkit
 from optimkit.state import Blockwise8BitStorage, FourBitStorage
 from optimkit.state import quantized
+from optimkit.transforms._util import find_state
 from optimkit.transforms.lr_free import (
     DAdaptAdamState, ProdigyState, scale_by_dadapt_adam, scale_by_prodigy)
 from tests.parity import Problem, assert_parity, max_relative_error, run_optax, run_torch
@@ -25,29 +26,10 @@ from tests.parity import Problem, assert_parity, max_relative_error, run_optax, 
 STEPS = 200
 
 
-# The optimizers' chains, as optimkit/optimizers/lr_free.py will declare them: decoupled weight
-# decay lives in the primitive (it is scaled by d lr), coupled (L2) decay is added to the
-# gradient first.
-def prodigy_chain(learning_rate=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, estim_lr0=1e-6,
-                  estim_lr_coef=1.0, weight_decay=0.0, safeguard_warmup=False, *,
-                  bias_correction=False, growth_rate=math.inf, decouple=True,
-                  state_storage="float32"):
-  return optax.chain(
-      optax.add_decayed_weights(0.0 if decouple else weight_decay),
-      scale_by_prodigy(learning_rate, betas, beta3, eps, estim_lr0, estim_lr_coef,
-                       weight_decay if decouple else 0.0, safeguard_warmup,
-                       bias_correction=bias_correction, growth_rate=growth_rate,
-                       state_storage=state_storage))
-
-
-def dadapt_adamw_chain(learning_rate=1.0, betas=(0.9, 0.999), eps=1e-8, estim_lr0=1e-6,
-                       weight_decay=0.0, *, bias_correction=False, growth_rate=math.inf,
-                       decouple=True, state_storage="float32"):
-  return optax.chain(
-      optax.add_decayed_weights(0.0 if decouple else weight_decay),
-      scale_by_dadapt_adam(learning_rate, betas, eps, estim_lr0,
-                           weight_decay if decouple else 0.0, bias_correction=bias_correction,
-                           growth_rate=growth_rate, state_storage=state_storage))
+# The declared optimizers (optimkit/optimizers/lr_free.py): their bodies are the chains of the
+# primitives above.
+prodigy_chain = optimkit.prodigy
+dadapt_adamw_chain = optimkit.dadapt_adamw
 
 
 PRODIGY_CASES = {
@@ -226,6 +208,10 @@ CHAINS = {"prodigy": lambda **kw: prodigy_chain(weight_decay=1e-3, **kw),
           "dadapt_adamw": lambda **kw: dadapt_adamw_chain(weight_decay=1e-3, **kw)}
 
 
+def _lr_free_state(state):
+  return find_state(state, ProdigyState) or find_state(state, DAdaptAdamState)
+
+
 @functools.cache
 def _float32_run(name):
   params, loss = _quadratic_problem()
@@ -241,8 +227,8 @@ def test_every_storage_trains_and_stores_the_statistics_in_its_format(name, stor
   tx = CHAINS[name](state_storage=STORAGES[storage])
   trained, state = _train(tx, params, loss, 300)
   assert float(loss(trained)) < 1e-2 * start
-  inner = state[1]
-  reference_inner = reference_state[1]
+  inner = _lr_free_state(state)
+  reference_inner = _lr_free_state(reference_state)
   for field in ("exp_avg", "exp_avg_sq", "grad_sum"):
     stored = getattr(inner, field)["m"]
     if storage in ("8bit", "4bit"):
