@@ -11,3 +11,4 @@ from optimkit.optimizers.schedule_free import schedule_free_adamw, schedule_free
 from optimkit.optimizers.sign import lion, lion_8bit
 from optimkit.optimizers.sophia import sophia
 from optimkit.optimizers.trust_ratio import lamb, lars
+from optimkit.optimizers.matrix import muon
