@@ -44,6 +44,7 @@ from optimkit import checkpoint, memory, presets, registry, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule
 from optimkit.matrix_work import map_matrices
-from optimkit.transforms.muon import MuonState, scale_by_muon
+from optimkit.optimizers.matrix import muon
+from optimkit.transforms.muon import MuonState, muon_labels, scale_by_muon
 
 __version__ = "0.1.0"

@@ -283,7 +283,7 @@ def scale_by_muon(
     eps: float = 1e-7,
     *,
     nesterov: bool = True,
-    ns_dtype: Any = jnp.bfloat16,
+    ns_dtype: Any = "bfloat16",
     consistent_rms: float | None = None,
     bias_correction: bool = False,
     adaptive: bool = False,
@@ -405,3 +405,47 @@ def scale_by_muon(
         count=count, momentum=store.write(momentum, updates, state.momentum, signed=True))
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# Which parameters Muon takes (used by `optimkit.muon`).
+
+#: Path names of embeddings (any name containing "embed" counts too) and of output heads:
+#: matrices that Muon's authors keep on AdamW.
+EMBEDDING_NAMES = frozenset({"wte", "wpe", "positions", "position", "pos", "tokens"})
+HEAD_NAMES = frozenset({"lm_head", "head", "output_head", "unembed", "unembedding", "classifier",
+                        "logits", "readout"})
+#: Leaf names of biases and normalization parameters.
+NON_MATRIX_NAMES = frozenset({"bias", "b", "scale", "gamma", "beta", "embedding_norm"})
+
+
+def muon_labels(params: Any) -> Any:
+  """"muon" for hidden weight matrices, "adam" for the rest, by path and shape.
+
+  A leaf goes to Muon when it has rank >= 2, no name on its path is an embedding's (contains
+  "embed", or is one of `EMBEDDING_NAMES`) or an output head's (`HEAD_NAMES`), and - in a Flax
+  tree, recognized by having leaves named "kernel" - it is a kernel (Linear, Conv, Einsum,
+  attention projections; `nnx.Embed`'s "embedding", norms' "scale", biases and free-standing
+  `nnx.Param`s such as learned positions are not); in other trees it is not named like a bias or
+  a norm scale (`NON_MATRIX_NAMES`). Everything else goes to AdamW, as the authors prescribe:
+  embeddings, the output head (tied or not), norms, biases, scalars.
+  """
+  items = jax.tree_util.tree_flatten_with_path(params)[0]
+  flax_tree = any(path_keys(path)[-1:] == ["kernel"] for path, _ in items)
+
+  def label(path, leaf):
+    names = [name.lower() for name in path_keys(path)]
+    if len(getattr(leaf, "shape", ())) < 2:
+      return "adam"
+    if any("embed" in name or name in EMBEDDING_NAMES or name in HEAD_NAMES for name in names):
+      return "adam"
+    if flax_tree:
+      return "muon" if names[-1:] == ["kernel"] else "adam"
+    return "adam" if names[-1:] and names[-1] in NON_MATRIX_NAMES else "muon"
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def rank2_labels(params: Any) -> Any:
+  """`optax.contrib.muon`'s rule: every rank-2 leaf to Muon, every other leaf to AdamW."""
+  return jax.tree.map(lambda leaf: "muon" if len(leaf.shape) == 2 else "adam", params)
