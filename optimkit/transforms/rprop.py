@@ -91,7 +91,11 @@ def scale_by_rprop(
   store = resolve(state_storage)
 
   def init_fn(params):
-    initial = jax.tree.map(lambda p: jnp.full(p.shape, learning_rate, compute_dtype(p)), params)
+    # zeros + value, not jnp.full: a new buffer even for a rank-0 leaf, where jnp.full can return
+    # the learning-rate array itself, which optax.inject_hyperparams also keeps in its state.
+    initial = jax.tree.map(
+        lambda p: (jnp.zeros(p.shape, compute_dtype(p)) + learning_rate).astype(compute_dtype(p)),
+        params)
     return RpropState(
         step_sizes=store.write(initial, params, store.init(params, signed=False), signed=False),
         prev_signs=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int8), params))

@@ -76,13 +76,18 @@ def scale_by_yogi(
   _checks.check_non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
   store = resolve(state_storage)
 
+  def filled(params):
+    # A new buffer per call: jnp.full of a rank-0 leaf can return the hyperparameter array
+    # itself, which optax.inject_hyperparams also keeps in its state (a donated step would
+    # then donate one buffer twice).
+    return jax.tree.map(lambda p: (jnp.zeros(p.shape, compute_dtype(p))
+                                   + initial_accumulator_value).astype(compute_dtype(p)), params)
+
   def init_fn(params):
-    initial = jax.tree.map(
-        lambda p: jnp.full(p.shape, initial_accumulator_value, compute_dtype(p)), params)
     return YogiState(
         count=jnp.zeros([], jnp.int32),
-        mu=store.write(initial, params, store.init(params, signed=True), signed=True),
-        nu=store.write(initial, params, store.init(params, signed=False), signed=False))
+        mu=store.write(filled(params), params, store.init(params, signed=True), signed=True),
+        nu=store.write(filled(params), params, store.init(params, signed=False), signed=False))
 
   def update_fn(updates, state, params=None):
     del params
