@@ -80,7 +80,9 @@ def adopt(
       None: as `state_storage`.
     nesterov: optax's Nesterov form of the momentum. Default False.
     use_clipping: clip the normalised gradient to [-c_t, c_t]. Default True.
-    clip_value_fn: c_t from the step count (1 at the second step). Default t^0.25.
+    clip_value_fn: c_t from the step count (1 at the second step). Default t^0.25. Under
+      `optax.inject_hyperparams` it is scheduled like any callable (evaluated at the same
+      count), which gives the same c_t.
     weight_decay: >= 0. Default 0 (the authors'; optax has no weight decay).
     decouple: False (default, torch-adopt's): L2 decay added to the gradient before the
       statistics; True: AdamW-style decoupled decay, lr * weight_decay * w, applied from the
@@ -172,12 +174,12 @@ def ademamix(
       optax.scale_by_learning_rate(learning_rate))
 
 
-@optimizer(family="adaptive", typical_lr=3e-5, optax="contrib.simplified_ademamix",
+@optimizer(family="adaptive", typical_lr=1e-4, optax="contrib.simplified_ademamix",
            reference="the authors' code (DepenM/Simplified-AdEMAMix, NumPy transcription); "
                      "optax.contrib.simplified_ademamix",
            ranges={"alpha": _NON_NEGATIVE, "b1_warmup": _POSITIVE, "min_b1": _BETA})
 def simplified_ademamix(
-    learning_rate: ScalarOrSchedule = 3e-5,
+    learning_rate: ScalarOrSchedule = 1e-4,
     b1: float = 0.99,
     b2: float = 0.95,
     alpha: ScalarOrSchedule = 0.0,
@@ -197,11 +199,12 @@ def simplified_ademamix(
       w_t = w_{t-1} - lr ((m_t + alpha_t g_t) / (sqrt(nu_hat + eps_root) + eps) + wd w)
 
   (details in `optimkit.transforms.ademamix`). The momentum sum is ~1/(1 - b1) times an EMA, so
-  the learning rate is far below Adam's: the authors suggest lr_Adam sqrt((1 - min_b1)(1 - b1)),
-  3e-5 for lr_Adam = 1e-3 and the defaults (the default here; optax has none).
+  the learning rate is far below Adam's: the authors suggest lr_Adam sqrt((1 - min_b1)(1 - b1))
+  (1e-4 for lr_Adam = 3e-3 and the defaults) and use 1e-4 in their example, the default here
+  (optax has none).
 
   Args:
-    learning_rate: a float >= 0 or a schedule. Default 3e-5.
+    learning_rate: a float >= 0 or a schedule. Default 1e-4 (the authors' example).
     b1: momentum decay, [0, 1). Default 0.99.
     b2: second-moment decay, [0, 1). Default 0.95.
     alpha: weight of the current gradient, >= 0, or a schedule. Default 0.
@@ -218,7 +221,7 @@ def simplified_ademamix(
     An `optax.GradientTransformationExtraArgs`.
 
   Example:
-    >>> tx = optimkit.simplified_ademamix(3e-5, alpha=10.0, b1_warmup=50_000)
+    >>> tx = optimkit.simplified_ademamix(1e-4, alpha=10.0, b1_warmup=50_000)
 
   Equals optax.contrib.simplified_ademamix (no b1 warmup) and the authors' algorithm.
   """

@@ -71,7 +71,7 @@ def scale_by_adopt(
     *,
     nesterov: bool = False,
     use_clipping: bool = True,
-    clip_value_fn: Callable[[jax.Array], jax.Array] = _default_clip_value,
+    clip_value_fn: Callable[[jax.Array], jax.Array] | jax.Array = _default_clip_value,
     state_storage: StorageLike = "float32",
     mu_storage: StorageLike | None = None,
 ) -> optax.GradientTransformation:
@@ -84,7 +84,8 @@ def scale_by_adopt(
     nesterov: return b1 m_t + (1 - b1) n_t instead of m_t (optax's option).
     use_clipping: clip the normalised gradient to [-c_t, c_t]. Default True.
     clip_value_fn: c_t as a function of the step count t (an int32 array, 1 at the second
-      step). Default t^0.25.
+      step), or c_t itself as an array: `optax.inject_hyperparams` treats every callable
+      argument as a schedule and hands in its value at the same count. Default t^0.25.
     state_storage: how mu and nu are stored (see `optimkit.state`). Default "float32".
     mu_storage: how mu is stored, when it differs from nu (optax's `mu_dtype`). Default: as
       `state_storage`.
@@ -107,7 +108,12 @@ def scale_by_adopt(
     old_mu = store_mu.read(state.mu, updates, signed=True)
     # At t = 0 the clip bound is c_0 = 0 under the default, but a custom clip_value_fn (or no
     # clipping) need not be, so the first step is masked explicitly rather than by the clip.
-    clip = clip_value_fn(state.count) if use_clipping else None
+    if not use_clipping:
+      clip = None
+    elif callable(clip_value_fn):
+      clip = clip_value_fn(state.count)
+    else:
+      clip = clip_value_fn
 
     def normalised(g, v):
       n = g / jnp.maximum(jnp.sqrt(v), eps)
