@@ -1,8 +1,8 @@
 """SOAP against pytorch-optimizer 4.1.0 `SOAP` (the authors' code, ported), float64, 100 steps,
 on a matrix, a matrix with one dim above max_precondition_dim, a rank-3 leaf (merged and not),
-a rotated vector and a scalar (plain-Adam vectors in the paper test); blocking, padding included, against the reference run
-on the blocks as separate parameters; the paper's Algorithms 3-4 (no eigenvalue ordering before
-the QR) against a NumPy transcription."""
+a rotated vector and a scalar (plain-Adam vectors in the paper test); blocking, padding
+included, against the reference run on the blocks as separate parameters; the paper's
+Algorithms 3-4 (no eigenvalue ordering before the QR) against a NumPy transcription."""
 
 import types
 
