@@ -30,7 +30,11 @@ def reference_soap(monkeypatch):
                                    if not name.startswith("__")})
   proxy.float32 = torch.float64
   monkeypatch.setattr(module, "torch", proxy)
-  return module.SOAP
+  threads = torch.get_num_threads()
+  # One intra-op thread: on a shared 2-core machine torch's pool spins (3x the CPU time).
+  torch.set_num_threads(1)
+  yield module.SOAP
+  torch.set_num_threads(threads)
 
 
 CASES = {
