@@ -21,11 +21,10 @@ Padding: the padded coordinates of a block carry zero gradient, so Gram statisti
 the algorithms mask their factors with `KroneckerLayout.dim_mask` so padding never mixes into
 the real coordinates and the result is the same as for unpadded, ragged blocks.
 
-Per-block matrix work (inverse roots, eigendecompositions, QR) is written as one function of a
-stack of same-size matrices. `map_stacked` gathers every leaf's factors of one size into one
-stack, applies the function once per stack and splits the results back, so the work is batched
-across leaves; the stack axis is what a mesh layout shards so that each block is computed once,
-on one device (`constrain=`, see `optimkit.transforms.kronecker_sharding`).
+Per-block matrix work (inverse roots, eigendecompositions, QR) is written as a function of one
+block's factor. `map_stacked` gathers every leaf's factors of one size into one stack and hands
+it to `optimkit.matrix_work.map_matrices`, which vmaps the function locally or, on a mesh,
+shards the stack axis so that each block is computed once, on one device.
 """
 
 from __future__ import annotations
@@ -237,44 +236,63 @@ def scale_dim(blocks: jax.Array, vectors: jax.Array, dim: int) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# Matrix work applied to stacks of same-size matrices, batched across leaves.
+# Per-factor matrix work, batched across leaves and laid out over the mesh by `map_matrices`.
 
 
-def map_stacked(fn: Callable[[Any], Any], stacks: Sequence[Any],
-                constrain: Callable[[Any], Any] | None = None) -> list[Any]:
-  """`fn` applied once per group of same-shape stacks, results split back in input order.
+def map_stacked(f: Callable[..., tuple], stacks: Sequence[tuple], *, mesh: Any = None
+                ) -> list[tuple]:
+  """`f` applied to every matrix factor of every leaf, batched by size, each computed once.
 
-  Each element of `stacks` is an array (or a tuple of arrays sharing the leading axis)
-  (n_i, *trailing). Elements whose arrays have the same trailing shapes and dtypes are
-  concatenated along axis 0 into one stack of N = sum n_i, `fn` maps that stack to a pytree of
-  arrays with leading axis N (e.g. vmap of an inverse root), and each input gets its rows back.
-
-  `constrain`, if given, is applied to each concatenated stack and to each result before it is
-  split: the hook a mesh layout uses to shard the stack axis (so each matrix is computed on one
-  device) and gather the results back. It receives and returns a pytree of arrays.
+  Each element of `stacks` is a tuple of arrays with a common leading stack axis n_i (one row
+  per block, e.g. (statistics (n, b, b), padding masks (n, b), previous roots (n, b, b))), and
+  `f` maps the arrays of ONE block (statistic (b, b), mask (b,), root (b, b)) to a tuple of
+  arrays each of b columns or b entries. Elements whose arrays have the same trailing shapes and
+  dtype are concatenated into one stack of N = sum n_i blocks; the stack goes to
+  `optimkit.matrix_work.map_matrices` as one batch of (rows, b) matrices (the components laid
+  row-wise), which vmaps `f` locally or, on a mesh, shards the stack axis so that each block is
+  computed once, on one device, and returns the results in the layout their consumers need.
+  Returns, per input, the tuple of `f`'s outputs with the leading axis n_i.
   """
+  from optimkit.matrix_work import map_matrices  # the layout of per-matrix work (DESIGN)
+
   results: list[Any] = [None] * len(stacks)
   groups: dict[Any, list[int]] = {}
   for index, item in enumerate(stacks):
-    leaves = jax.tree.leaves(item)
-    key = tuple((tuple(leaf.shape[1:]), jnp.dtype(leaf.dtype).name) for leaf in leaves)
+    key = tuple((tuple(x.shape[1:]), jnp.dtype(x.dtype).name) for x in item)
     groups.setdefault(key, []).append(index)
   for indices in groups.values():
     items = [stacks[i] for i in indices]
-    sizes = [jax.tree.leaves(item)[0].shape[0] for item in items]
-    if len(items) == 1:
-      stacked = items[0]
-    else:
-      stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *items)
-    if constrain is not None:
-      stacked = constrain(stacked)
-    output = fn(stacked)
-    if constrain is not None:
-      output = constrain(output)
+    sizes = [item[0].shape[0] for item in items]
+    stacked = items[0] if len(items) == 1 else tuple(
+        jnp.concatenate(parts, axis=0) for parts in zip(*items))
+    width = stacked[0].shape[-1]
+    dtype = jnp.result_type(*stacked)
+    in_shapes = [x.shape[1:] for x in stacked]
+    in_dtypes = [x.dtype for x in stacked]
+    out_structs = jax.eval_shape(f, *(jax.ShapeDtypeStruct(shape, d)
+                                      for shape, d in zip(in_shapes, in_dtypes)))
+
+    def packed_f(matrix, in_shapes=in_shapes, in_dtypes=in_dtypes, out_structs=out_structs):
+      parts, row = [], 0
+      for shape, d in zip(in_shapes, in_dtypes):
+        rows = max(1, math.prod(shape) // width)
+        parts.append(matrix[row:row + rows].reshape(shape).astype(d))
+        row += rows
+      outputs = f(*parts)
+      return jnp.concatenate([jnp.broadcast_to(o, o.shape or (width,)).reshape(-1, width)
+                              .astype(matrix.dtype) for o in outputs], axis=0)
+
+    n = stacked[0].shape[0]
+    packed = jnp.concatenate([x.astype(dtype).reshape(n, -1, width) for x in stacked], axis=1)
+    out = map_matrices(packed_f, [packed], mesh=mesh)[0]
+    outputs, row = [], 0
+    for struct in out_structs:
+      rows = max(1, math.prod(struct.shape) // width)
+      piece = out[:, row:row + rows]
+      piece = piece[:, 0, 0] if not struct.shape else piece.reshape((n,) + struct.shape)
+      outputs.append(piece.astype(struct.dtype))
+      row += rows
     offsets = np.cumsum([0] + sizes)
     for i, start, stop in zip(indices, offsets[:-1], offsets[1:]):
-      if len(items) == 1:
-        results[i] = output
-      else:
-        results[i] = jax.tree.map(lambda x, a=int(start), b=int(stop): x[a:b], output)
+      results[i] = tuple(o[int(start):int(stop)] for o in outputs)
   return results

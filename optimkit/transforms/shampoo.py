@@ -31,7 +31,8 @@ scaled by a power-iteration estimate. A root that is not finite (or, for Newton,
 max|M - I| >= `inverse_failure_threshold`) is discarded and the previous one kept. Refreshes run
 under `lax.cond`: the step compiles once, and a step without a refresh costs the statistics and
 mode products only. All roots of the same size, across leaves, are computed as one batched
-stack (`map_stacked`): the axis a mesh shards so that each block's root is computed once.
+stack (`map_stacked`, through `optimkit.matrix_work.map_matrices`): on a mesh the stack axis is
+sharded, so that each block's root is computed once, on one device.
 
 Checked against `precondition-opt` 0.3.0 `distributed_shampoo` (tests/transforms/test_shampoo.py).
 Where it differs from that reference:
@@ -170,13 +171,17 @@ def newton_inverse_root(matrix: jax.Array, mask: jax.Array, p: int, epsilon: Any
   Returns the root (zero on the padding) and whether it is usable (finite, residual below
   `failure_threshold`)."""
   dtype = jnp.promote_types(matrix.dtype, jnp.float32)
-  matrix = matrix.astype(dtype)
   mask = mask.astype(dtype)
+  # An all-padding block (map_matrices fills the last round of a stack with zeros): iterate on
+  # the identity instead, and return zeros.
+  empty = jnp.sum(mask) == 0
+  mask = jnp.where(empty, 1.0, mask)
+  matrix = jnp.where(empty, jnp.eye(matrix.shape[-1], dtype=dtype), matrix.astype(dtype))
   identity = _masked_identity(mask)
   scale = jnp.maximum(_power_iteration(matrix, mask), _EPSILON) if relative else 1.0
   ridge = (epsilon * scale).astype(dtype)
   if matrix.shape[-1] == 1:
-    root = mask[:, None] * (matrix + ridge) ** (-1.0 / p)
+    root = jnp.where(empty, 0.0, mask[:, None] * (matrix + ridge) ** (-1.0 / p))
     return root, jnp.all(jnp.isfinite(root))
   alpha = -1.0 / p
   max_ratio = 1.2
@@ -213,7 +218,7 @@ def newton_inverse_root(matrix: jax.Array, mask: jax.Array, p: int, epsilon: Any
   _, root, error = jax.lax.while_loop(
       lambda c: (c[0] < 6) & (c[2] > 0.05), retry, (0, identity, jnp.full([], 1000.0, dtype)))
   usable = jnp.all(jnp.isfinite(root)) & (error < failure_threshold)
-  return root, usable
+  return jnp.where(empty, 0.0, root), usable
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +256,6 @@ def scale_by_shampoo(
     inverse_failure_threshold: float = 0.1,
     root_method: str = "eigh",
     state_storage: StorageLike = "float32",
-    stack_constraint: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformation:
   """Distributed Shampoo's direction (see the module docstring for the equations).
 
@@ -285,8 +289,6 @@ def scale_by_shampoo(
     root_method: "eigh" (default) or "newton" (coupled Newton, distributed_shampoo's default).
     state_storage: how the momenta and the grafting statistics are stored (see
       `optimkit.state`); the Kronecker statistics and roots stay in the compute dtype.
-    stack_constraint: applied to each batched stack of statistics and to its roots (a mesh
-      layout's sharding constraint on the stack axis); None: no constraint.
 
   Example:
     >>> tx = optax.chain(scale_by_shampoo(block_size=128, graft_type="rmsprop_normalized"),
@@ -389,13 +391,11 @@ def scale_by_shampoo(
                          roots[k][j]))
         root = root_of(p)
 
-        def batched(stack, root=root):
-          matrices, masks, old = stack
-          fresh, usable = jax.vmap(root)(matrices, masks)
-          return jnp.where(usable[:, None, None], fresh.astype(old.dtype), old)
+        def fresh_or_old(matrix, mask, old, root=root):
+          fresh, usable = root(matrix, mask)
+          return (jnp.where(usable, fresh.astype(old.dtype), old),)
 
-        outputs = kr.map_stacked(batched, stacks, constrain=stack_constraint)
-        for (k, j), out in zip(members, outputs):
+        for (k, j), (out,) in zip(members, kr.map_stacked(fresh_or_old, stacks)):
           new[k][j] = out
       return [tuple(r) for r in new]
 

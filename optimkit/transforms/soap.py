@@ -33,7 +33,8 @@ Dims above `max_precondition_dim` are not rotated; vectors (unless `precondition
 scalars get plain Adam. The first basis is an eigendecomposition, later ones one QR; both run
 under one `lax.switch`, so the step compiles once and a step without refresh costs the
 statistics, the projections and the Adam arithmetic. All bases of the same size, across leaves,
-are computed as one batched stack (`map_stacked`).
+are computed as one batched stack (`map_stacked`, through `optimkit.matrix_work.map_matrices`:
+on a mesh each block's basis is computed once, on one device).
 
 Reference: pytorch-optimizer 4.1.0 `SOAP` (the authors' code, nikhilvyas/SOAP, ported),
 tests/transforms/test_soap.py. Where it differs from the paper, and what this transform does:
@@ -53,7 +54,7 @@ tests/transforms/test_soap.py. Where it differs from the paper, and what this tr
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -144,7 +145,6 @@ def scale_by_soap(
     block_size: int | None = None,
     sort_eigenbasis: bool = True,
     state_storage: StorageLike = "float32",
-    stack_constraint: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformation:
   """SOAP's direction (module docstring for the equations); chain the learning rate after it.
 
@@ -166,8 +166,6 @@ def scale_by_soap(
       it, as the authors' code does (default); False: the paper's Algorithm 4 as written.
     state_storage: how m and v are stored (see `optimkit.state`); statistics and bases stay in
       the compute dtype.
-    stack_constraint: applied to each batched stack of statistics and to its bases (a mesh
-      layout's sharding constraint on the stack axis); None: no constraint.
   """
   owner = "scale_by_soap"
   _checks.check_beta(owner, "b1", b1)
@@ -240,15 +238,13 @@ def scale_by_soap(
 
     def eigenbases(new_statistics, bases, nus):
       stacks = _stacks(layouts, new_statistics, bases)
-      fresh = kr.map_stacked(lambda s: jax.vmap(first_basis)(s[0], s[1]),
-                             [(s, mask) for s, mask, _ in stacks], constrain=stack_constraint)
-      return _unstack(layouts, bases, fresh), nus
+      fresh = kr.map_stacked(lambda a, mask, q: (first_basis(a, mask),), stacks)
+      return _unstack(layouts, bases, [basis for (basis,) in fresh]), nus
 
     def refreshed(new_statistics, bases, nus):
       stacks = _stacks(layouts, new_statistics, bases)
-      outputs = kr.map_stacked(
-          lambda s: jax.vmap(lambda a, q, mask: refined_basis(a, q, mask, sort_eigenbasis))(
-              s[0], s[2], s[1]), stacks, constrain=stack_constraint)
+      outputs = kr.map_stacked(lambda a, mask, q: refined_basis(a, q, mask, sort_eigenbasis),
+                               stacks)
       new_bases = _unstack(layouts, bases, [basis for basis, _ in outputs])
       orders = _unstack(layouts, bases, [order for _, order in outputs])
       if sort_eigenbasis:

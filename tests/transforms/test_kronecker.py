@@ -108,21 +108,24 @@ def test_grams_and_mode_products_match_numpy():
 
 def test_map_stacked_batches_by_size_and_keeps_order():
   rng = np.random.default_rng(2)
-  stacks = [jnp.asarray(rng.normal(size=(n, s, s))) for n, s in [(2, 3), (1, 4), (3, 3), (2, 4)]]
+  stacks = [(jnp.asarray(rng.normal(size=(n, s, s))), jnp.asarray(rng.normal(size=(n, s))))
+            for n, s in [(2, 3), (1, 4), (3, 3), (2, 4)]]
   calls = []
 
-  def fn(stack):
-    calls.append(stack.shape)
-    return jnp.linalg.inv(stack), jnp.trace(stack, axis1=1, axis2=2)
+  def fn(matrix, vector):
+    calls.append(matrix.shape)
+    return jnp.linalg.inv(matrix), matrix @ vector, jnp.trace(matrix) > 0
 
   out = kr.map_stacked(fn, stacks)
-  assert sorted(calls) == [(3, 4, 4), (5, 3, 3)]  # one call per size, across all inputs
-  for stack, (inverse, trace) in zip(stacks, out):
-    np.testing.assert_allclose(inverse, np.linalg.inv(np.asarray(stack)), rtol=1e-10)
-    np.testing.assert_allclose(trace, np.trace(np.asarray(stack), axis1=1, axis2=2))
-  seen = []
-  kr.map_stacked(lambda s: s, stacks, constrain=lambda t: seen.append(t.shape) or t)
-  assert (5, 3, 3) in seen and (3, 4, 4) in seen
+  # Traced per size (its output shapes, then under vmap), not per input: both 3 x 3 inputs, all
+  # five blocks, go through one trace.
+  assert sorted(calls) == [(3, 3), (3, 3), (4, 4), (4, 4)]
+  for (matrix, vector), (inverse, product, positive) in zip(stacks, out):
+    matrix, vector = np.asarray(matrix), np.asarray(vector)
+    np.testing.assert_allclose(inverse, np.linalg.inv(matrix), rtol=1e-10)
+    np.testing.assert_allclose(product, np.einsum("nij,nj->ni", matrix, vector), rtol=1e-12)
+    assert positive.dtype == jnp.bool_
+    np.testing.assert_array_equal(positive, np.trace(matrix, axis1=1, axis2=2) > 0)
 
 
 def test_padded_eye_and_layouts_are_hashable():
