@@ -25,4 +25,4 @@ from optimkit import checkpoint, memory, presets, schedules, sharding
 from optimkit import flax  # optimkit.flax: Flax NNX helpers (the flax package is unaffected)
 from optimkit.schedules import plot_schedule
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
