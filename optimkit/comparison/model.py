@@ -8,10 +8,6 @@ from dataclasses import dataclass
 import jax
 from flax import nnx
 
-# Flax 0.12 wants a list of submodules wrapped in nnx.List; Flax 0.11, which has no nnx.List,
-# takes a plain list as a module attribute.
-_ModuleList = getattr(nnx, "List", list)
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -44,7 +40,7 @@ class TinyTransformer(nnx.Module):
     self.embedding = nnx.Embed(config.vocab_size, config.d_model, rngs=rngs)
     self.positions = nnx.Param(
         0.02 * jax.random.normal(rngs.params(), (config.seq_len, config.d_model)))
-    self.blocks = _ModuleList([Block(config, rngs) for _ in range(config.num_layers)])
+    self.blocks = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
     self.final_norm = nnx.LayerNorm(config.d_model, rngs=rngs)
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
