@@ -40,16 +40,9 @@ import optax
 
 
 def _optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
-  """Every public optimizer, by name, as a constructor taking no argument."""
-  import optimkit
+  """Every optimizer in the registry, by name, as a constructor taking no argument."""
+  from optimkit import registry
 
-  try:
-    from optimkit import registry
-  except ImportError:  # before the registry: the public functions of optimkit.optimizers
-    return {name: getattr(optimkit, name) for name in sorted(dir(optimkit))
-            if callable(getattr(optimkit, name))
-            and getattr(getattr(optimkit, name), "__module__", "").startswith(
-                "optimkit.optimizers")}
   return {name: registry.get(name).make for name in registry.names()}
 
 
