@@ -47,4 +47,4 @@ from optimkit.matrix_work import map_matrices
 from optimkit.optimizers.matrix import muon
 from optimkit.transforms.muon import MuonState, muon_labels, scale_by_muon
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

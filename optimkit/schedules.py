@@ -197,6 +197,7 @@ def step_decay(init_value: float, gamma: float = 0.1, step_size: int | None = No
   if step_size is not None:
     _check_steps(owner, "step_size", step_size)
     return lambda step: init_value * gamma ** jnp.floor(_float_step(step) / step_size)
+  assert milestones is not None  # exactly one of the two was given (checked above)
   marks = list(milestones)
   if any(not isinstance(m, int) or m < 1 for m in marks) or marks != sorted(marks):
     raise ValueError(f"{owner}: milestones must be increasing integers >= 1, got {milestones!r}")

@@ -60,7 +60,8 @@ RECIPES: dict[str, Recipe] = {
         warmup_cosine(lr, n), b1=0.9, b2=0.99, weight_decay=0.33, mask=weight_decay_mask)),
     "adafactor": Recipe(1e-2, lambda lr, n: optimizers.adafactor(lr)),
     "sophia": Recipe(3e-4, lambda lr, n: optimizers.sophia(
-        warmup_cosine(lr, n), gamma=0.05, weight_decay=0.2, mask=weight_decay_mask)),
+        warmup_cosine(lr, n), gamma=0.05, weight_decay=0.2,
+        weight_decay_mask=weight_decay_mask)),
     "schedule_free_adamw": Recipe(2.5e-3, lambda lr, n: optimizers.schedule_free_adamw(
         lr, warmup_steps=max(1, int(0.05 * n)))),
     "schedule_free_sgd": Recipe(0.5, lambda lr, n: optimizers.schedule_free_sgd(

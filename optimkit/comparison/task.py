@@ -92,8 +92,8 @@ def run_reference_task(
       "train_bytes": int(len(data.train)),
       "validation_bytes": int(len(data.validation)),
       "model": (f"decoder-only transformer, {config.model.num_layers} layers, d_model "
-                f"{config.model.d_model}, {config.model.num_heads} heads, seq {config.model.seq_len}, "
-                f"byte vocabulary"),
+                f"{config.model.d_model}, {config.model.num_heads} heads, "
+                f"seq {config.model.seq_len}, byte vocabulary"),
       "parameters": int(sum(x.size for x in jax.tree.leaves(params))),
       "steps": config.steps,
       "batch_size": config.batch_size,

@@ -15,6 +15,7 @@ References: torch.optim.RAdam, optax.radam, torch-optimi's RAdam/Ranger.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
