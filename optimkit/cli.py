@@ -123,6 +123,12 @@ def _parse_tasks(text: str | None) -> list[str]:
   if unknown:
     raise UsageError(f"--tasks: unknown {', '.join(unknown)}; choose from "
                      f"{', '.join(TASK_NAMES)}")
+  if "digits" in names:
+    try:
+      import sklearn  # noqa: F401  (the digits task reads the copy scikit-learn ships)
+    except ImportError:
+      raise UsageError("the digits task needs scikit-learn: pip install 'optimkit[suite]', or "
+                       "leave it out with --tasks") from None
   return names
 
 

@@ -48,7 +48,7 @@ class LanguageModel:
     self.setting = setting
     self.steps, self.eval_every = setting.steps, setting.eval_every
     self.data = TextData.load(data_path)
-    self.graphdef, _ = nnx.split(TinyTransformer(setting.model, nnx.Rngs(0)), nnx.Param)
+    self.graphdef = _graphdef(lambda: TinyTransformer(setting.model, nnx.Rngs(0)))
     held_out = self.data.validation
     half = len(held_out) // 2
     length = setting.model.seq_len
@@ -84,6 +84,11 @@ class LanguageModel:
             f"{m.num_heads} heads, context {m.seq_len}; {_count(params):,} parameters) on "
             f"{self.data.source}; batch {self.setting.batch_size} x {m.seq_len} bytes, "
             f"{self.steps} steps")
+
+
+def _graphdef(make: Any) -> Any:
+  """The model's structure, from shapes only (no parameters computed)."""
+  return nnx.split(nnx.eval_shape(make), nnx.Param)[0]
 
 
 def _windows(tokens: np.ndarray, batch_size: int, length: int, batches: int) -> np.ndarray:
@@ -164,7 +169,7 @@ class Digits:
     self.train_images, self.train_labels = images[train], labels[train]
     self.validation = (jnp.asarray(images[val]), jnp.asarray(labels[val]))
     self.test = (jnp.asarray(images[test]), jnp.asarray(labels[test]))
-    self.graphdef, _ = nnx.split(DigitsCNN(setting.channels, nnx.Rngs(0)), nnx.Param)
+    self.graphdef = _graphdef(lambda: DigitsCNN(setting.channels, nnx.Rngs(0)))
 
   def init(self, seed: int) -> Any:
     return nnx.split(DigitsCNN(self.setting.channels, nnx.Rngs(seed)), nnx.Param)[1]

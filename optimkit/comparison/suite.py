@@ -45,7 +45,7 @@ from optimkit.comparison.verdicts import Sample, Verdict, evaluate_claims
 CACHE_VERSION = 1  # bump when a change to training makes cached runs stale
 SPIKE_WINDOW = 20
 SPIKE_JUMP = 0.5  # nats above the median of the previous SPIKE_WINDOW training losses
-STATE_BUDGET_SLACK = 1.01  # a budget of B bytes/param admits B * 1.01 (step counters, scales)
+STATE_BUDGET_SLACK = 1.01  # a budget of B bytes/param admits B * 1.01
 
 
 # ----------------------------------------------------------------------------------------------
@@ -107,16 +107,26 @@ def steps_to_target(steps: Sequence[float], values: Sequence[float], target: flo
   return None
 
 
+def loss_jumps(train_loss: Sequence[float], window: int = SPIKE_WINDOW) -> np.ndarray:
+  """Each step's training loss minus the median of the `window` before it (+inf where the
+  loss is not finite); empty for runs shorter than the window."""
+  losses = np.asarray(train_loss, dtype=np.float64)
+  jumps = [losses[t] - np.median(losses[t - window:t]) if np.isfinite(losses[t]) else np.inf
+           for t in range(window, len(losses))]
+  return np.asarray(jumps, dtype=np.float64)
+
+
 def count_spikes(train_loss: Sequence[float], window: int = SPIKE_WINDOW,
                  jump: float = SPIKE_JUMP) -> int:
   """Steps whose training loss is more than `jump` above the median of the `window` before
   (a non-finite loss counts)."""
-  losses = np.asarray(train_loss, dtype=np.float64)
-  spikes = 0
-  for t in range(window, len(losses)):
-    if not np.isfinite(losses[t]) or losses[t] > np.median(losses[t - window:t]) + jump:
-      spikes += 1
-  return spikes
+  return int(np.sum(loss_jumps(train_loss, window) > jump))
+
+
+def largest_spike(train_loss: Sequence[float], window: int = SPIKE_WINDOW) -> float:
+  """The largest jump of the training loss above the median of the `window` steps before."""
+  jumps = loss_jumps(train_loss, window)
+  return float(np.max(jumps)) if jumps.size else 0.0
 
 
 @dataclass
@@ -152,6 +162,10 @@ class CandidateResult:
   def spikes(self) -> list[int]:
     return [count_spikes(r.train_loss) for r in self.runs]
 
+  @property
+  def largest_spike(self) -> Sample:
+    return Sample(tuple(largest_spike(r.train_loss) for r in self.runs))
+
 
 @dataclass
 class TaskResult:
@@ -169,7 +183,8 @@ class TaskResult:
   def samples(self) -> dict[str, dict[str, Sample]]:
     return {"final": {c.label: c.final(self.task.metric) for c in self.candidates},
             "steps": {c.label: c.steps for c in self.candidates if c.steps.n},
-            "seconds": {c.label: c.seconds for c in self.candidates if c.seconds.n}}
+            "seconds": {c.label: c.seconds for c in self.candidates if c.seconds.n},
+            "spike": {c.label: c.largest_spike for c in self.candidates}}
 
 
 def _time_samples(task: Task, result: CandidateResult, target: float) -> None:
@@ -209,22 +224,34 @@ def _score(record: RunRecord, metric: str) -> tuple[float, float]:
   return tuple(v if math.isfinite(v) else math.inf for v in values)
 
 
+def _same_runs(problem: Any, candidate: Candidate) -> tuple[str, str]:
+  """Equal for two tasks' candidates that train the same runs (the memory task's and lm's)."""
+  return (_digest(problem.describe()), _digest([candidate.label, candidate.describe()]))
+
+
 class _Runner:
   def __init__(self, cache: RunCache, progress: SuiteProgress):
     self.cache, self.progress = cache, progress
     self.trainers: dict[tuple[str, str], Trainer] = {}  # shared by tasks on the same problem
+    self.records: dict[Path, RunRecord] = {}  # this invocation's, so a shared run counts once
     self.fresh = self.cached = 0
 
   def run(self, task: Task, candidate: Candidate, learning_rate: float, seed: int) -> RunRecord:
     path = self.cache.path(task.problem, candidate, learning_rate, seed)
+    if path in self.records:  # another task on the same problem already has it
+      return self.records[path]
+    self.records[path] = record = self._load_or_train(path, task, candidate, learning_rate, seed)
+    return record
+
+  def _load_or_train(self, path: Path, task: Task, candidate: Candidate, learning_rate: float,
+                     seed: int) -> RunRecord:
     label = f"{candidate.label} lr={learning_rate:.3g} seed={seed}"
     record = self.cache.load(path)
     if record is not None:
       self.cached += 1
       self.progress.finish_run(task.name, label, cached=True)
       return record
-    key = (json.dumps(task.problem.describe(), sort_keys=True, default=str),
-           candidate.describe() + candidate.label)
+    key = _same_runs(task.problem, candidate)
     if key not in self.trainers:
       self.trainers[key] = Trainer(task.problem, candidate)
     self.progress.start_run(task.name, label, task.problem.steps)
@@ -268,8 +295,7 @@ def planned_runs(tasks: dict[str, Task], budget: Budget, seeds: int) -> Counter:
   seen = set()
   for name, task in tasks.items():
     for c in task.candidates:
-      key = (json.dumps(task.problem.describe(), sort_keys=True, default=str),
-             c.describe() + c.label)
+      key = _same_runs(task.problem, c)
       if key in seen:
         continue
       seen.add(key)
@@ -283,13 +309,19 @@ def run_suite(out_dir: str | os.PathLike, budget: Budget = QUICK,
               show_progress: bool = True) -> SuiteResult:
   """Runs (or resumes) the suite into `out_dir`; returns the results and verdicts. Write the
   reports with `suite_report.write_suite_reports`."""
+  tasks = build_tasks(budget, task_names, optimizers, data_path)
+  if not tasks:
+    raise ValueError("no task has any of the optimizers asked for: nothing to run")
+  return run_tasks(out_dir, tasks, budget, seeds, show_progress)
+
+
+def run_tasks(out_dir: str | os.PathLike, tasks: dict[str, Task], budget: Budget,
+              seeds: int | None = None, show_progress: bool = True) -> SuiteResult:
+  """`run_suite` on tasks already built (`tasks.build_tasks`, or your own)."""
   seeds = budget.seeds if seeds is None else seeds
   if seeds < 1:
     raise ValueError(f"seeds must be >= 1, got {seeds}")
   started = time.perf_counter()
-  tasks = build_tasks(budget, task_names, optimizers, data_path)
-  if not tasks:
-    raise ValueError("no task has any of the optimizers asked for: nothing to run")
   progress = SuiteProgress(planned_runs(tasks, budget, seeds), enabled=show_progress)
   runner = _Runner(RunCache(Path(out_dir) / "runs"), progress)
   results: dict[str, TaskResult] = {}

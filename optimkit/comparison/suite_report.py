@@ -43,7 +43,7 @@ def task_table(task_result: TaskResult, timings: bool = True) -> str:
   task = task_result.task
   header = ["optimizer", "lr", f"final {task.metric}", "steps to target"]
   header += (["s to target"] if timings else []) + ["state B/param"]
-  header += (["step ms"] if timings else []) + ["skipped", "spikes"]
+  header += (["step ms"] if timings else []) + ["skipped", "spikes", "largest spike"]
   rows = []
   for c in task_result.candidates:
     lr = f"{c.chosen_lr:.3g}" + (" (grid edge)" if c.at_edge else "")
@@ -57,7 +57,8 @@ def task_table(task_result: TaskResult, timings: bool = True) -> str:
     row.append(f"{c.state_bytes_per_param:.2f}{fits}")
     if timings:
       row.append(f"{c.median_step_ms:.1f}")
-    row += [_counts(c.skipped_steps), _counts(c.spikes)]
+    row += [_counts(c.skipped_steps), _counts(c.spikes),
+            describe_sample(c.largest_spike, "spike")]
     rows.append(row)
   return _table(header, rows)
 
@@ -90,7 +91,8 @@ def markdown(result: SuiteResult, timings: bool = True) -> str:
               else f"test loss {task_result.target:.4f} ({task.baseline}'s worst seed)")
     parts += ["", f"## {name}: {task.title}", "", task_result.description + ".", "",
               f"Target: {target}. Skipped: non-finite steps per seed; spikes: steps whose "
-              f"training loss jumps > 0.5 nats above the median of the 20 before, per seed.",
+              f"training loss jumps > 0.5 nats above the median of the 20 before, per seed; "
+              f"largest spike: the largest such jump (nats).",
               "", task_table(task_result, timings), "", "Sweeps (validation "
               f"{'error' if task.metric == 'error' else 'loss'} at seed 0 per learning rate):",
               ""]
@@ -132,6 +134,7 @@ def to_json(result: SuiteResult) -> dict:
           "seconds_to_target": {"values": list(c.seconds.values)},
           "state_bytes_per_param": c.state_bytes_per_param, "median_step_ms": c.median_step_ms,
           "skipped_steps": c.skipped_steps, "spikes": c.spikes,
+          "largest_spike": list(c.largest_spike.values),
           "runs": [{"seed": r.seed, "eval_steps": r.eval_steps, "test": r.test,
                     "train_seconds": r.train_seconds} for r in c.runs],
       })
@@ -176,9 +179,13 @@ def plot_task(task_result: TaskResult, path: Path) -> str | None:
     if len(c.runs) > 1:
       curves.fill_between(steps, values.min(0), values.max(0), alpha=0.2,
                           color=line.get_color())
-    rates = sorted(c.sweep)
-    sweeps.plot(rates, [c.sweep[lr].validation.get(task.metric, np.nan) for lr in rates],
-                marker="o", color=line.get_color(), label=c.label)
+    if task.sweep:
+      rates = sorted(c.sweep)
+      sweeps.plot(rates, [c.sweep[lr].validation.get(task.metric, np.nan) for lr in rates],
+                  marker="o", color=line.get_color(), label=c.label)
+    else:  # one rate, the scenario's: show what it does to the training loss instead
+      sweeps.plot(c.runs[0].train_loss, color=line.get_color(), linewidth=0.7,
+                  label=f"{c.label}, seed 0")
   if task_result.target is not None and task.metric == "loss":
     curves.axhline(task_result.target, color="grey", linestyle=":", label="target")
   finals = [v for c in task_result.candidates for v in c.final(task.metric).values
@@ -188,9 +195,13 @@ def plot_task(task_result: TaskResult, path: Path) -> str | None:
     curves.set_ylim(min(finals) - 0.1 * (top - min(finals)), top)
   curves.set_xlabel("training step")
   curves.set_ylabel(METRIC_TITLES[task.metric] + ", mean and seed range")
-  sweeps.set_xscale("log")
-  sweeps.set_xlabel("peak learning rate")
-  sweeps.set_ylabel(f"validation {task.metric} at seed 0")
+  if task.sweep:
+    sweeps.set_xscale("log")
+    sweeps.set_xlabel("peak learning rate")
+    sweeps.set_ylabel(f"validation {task.metric} at seed 0")
+  else:
+    sweeps.set_xlabel("training step")
+    sweeps.set_ylabel("training loss (nats)")
   for axis in (curves, sweeps):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

@@ -25,7 +25,6 @@ import numpy as np
 import optax
 
 from optimkit.comparison.tasks import Candidate
-from optimkit.memory import state_bytes_per_param
 from optimkit.transforms._util import find_state
 from optimkit.transforms.nonfinite import skip_nonfinite
 from optimkit.transforms.schedule_free import ScheduleFreeState, schedule_free_eval_params
@@ -58,6 +57,16 @@ class RunRecord:
 
   def final(self, metric: str) -> float:
     return self.test[metric][-1]
+
+
+def array_state_bytes_per_param(tx: optax.GradientTransformation, params: Any) -> float:
+  """Bytes per parameter of the optimizer's state (without the suite's wrappers), counting
+  the leaves that grow with the model (moments, quantization scales, factored statistics) and
+  not scalars such as step counts and hyperparameters, a few bytes whatever the model."""
+  shapes = jax.eval_shape(tx.init, params)
+  total = sum(leaf.size * jnp.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(shapes)
+              if leaf.ndim > 0)
+  return total / max(sum(leaf.size for leaf in jax.tree.leaves(params)), 1)
 
 
 def _eval_params(state: Any, params: Any) -> Any:
@@ -120,8 +129,8 @@ class Trainer:
     problem = self.problem
     steps, every = problem.steps, problem.eval_every
     params = problem.init(seed)
-    if self.bytes_per_param is None:  # the optimizer's own state, without the wrappers
-      self.bytes_per_param = state_bytes_per_param(
+    if self.bytes_per_param is None:
+      self.bytes_per_param = array_state_bytes_per_param(
           self.candidate.build(learning_rate, steps), params)
     state = self._init(params, jnp.asarray(learning_rate, jnp.float32))
     key = jax.random.key(seed)
