@@ -3,7 +3,9 @@ step timed as a training loop runs it (median over repeats, after compilation)."
 
 from __future__ import annotations
 
+import math
 import platform
+import re
 import statistics
 import time
 from typing import Any, Callable
@@ -74,3 +76,53 @@ def machine() -> str:
 
 def describe(params: Any) -> str:
   return f"{param_count(params) / 1e6:.1f}M params in {len(jax.tree.leaves(params))} leaves"
+
+
+# ----------------------------------------------------------------------------------------------
+# Bytes a compiled SPMD program moves between devices, read from its HLO.
+
+_ITEMSIZE = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "u64": 8, "s32": 4, "u32": 4,
+             "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
+_COLLECTIVE = re.compile(r"^(.*?)\s(all-gather|all-to-all|all-reduce|reduce-scatter|"
+                         r"collective-permute)(-start)?\(")
+_SHAPE = re.compile(r"\b(" + "|".join(_ITEMSIZE) + r")\[([\d,]*)\]")
+
+
+def _shapes_bytes(text: str) -> int:
+  return sum(math.prod(int(d) for d in dims.split(",") if d) * _ITEMSIZE[dtype]
+             for dtype, dims in _SHAPE.findall(text))
+
+
+def _group_size(line: str, devices: int) -> int:
+  """Devices per replica group of a collective, from any of XLA's three spellings."""
+  explicit = re.search(r"replica_groups=\{\{([\d,]*)\}", line)
+  if explicit:
+    return len(explicit.group(1).split(","))
+  named = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line)
+  if named:
+    sizes = {k: int(v) for k, v in re.findall(r"'([^']+)'=(\d+)", named.group(1))}
+    return math.prod(sizes[n.strip().strip("'")] for n in named.group(2).split(",") if n.strip())
+  iota = re.search(r"replica_groups=\[([\d,]+)\]<=", line)
+  if iota:
+    return int(iota.group(1).split(",")[-1])
+  return devices
+
+
+def collective_bytes(hlo: str, devices: int) -> dict[str, float]:
+  """Bytes each device receives per run of a compiled (partitioned, per-device) HLO module, by
+  collective kind, counted as the usual ring/pairwise algorithms move them: all-gather and
+  all-to-all (g - 1) / g of their result, all-reduce 2 (g - 1) / g of its buffer, reduce-scatter
+  (g - 1) times its result, collective-permute its result; g is the replica group's size."""
+  moved: dict[str, float] = {}
+  for line in hlo.splitlines():
+    if " = " not in line:
+      continue
+    match = _COLLECTIVE.match(line.split(" = ", 1)[1])
+    if not match:
+      continue
+    kind, size, group = match.group(2), _shapes_bytes(match.group(1)), _group_size(line, devices)
+    share = {"all-gather": (group - 1) / group, "all-to-all": (group - 1) / group,
+             "all-reduce": 2 * (group - 1) / group, "reduce-scatter": group - 1,
+             "collective-permute": 1.0}[kind]
+    moved[kind] = moved.get(kind, 0.0) + size * share
+  return moved

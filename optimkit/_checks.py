@@ -22,11 +22,21 @@ def _concrete_float(value: Any) -> float | None:
     return None
   try:
     array = np.asarray(value)
-  except Exception:  # pylint: disable=broad-except
-    return None
+  except Exception as error:  # an object numpy cannot read: not a number
+    raise TypeError(f"not a number: {value!r}") from error
+  if array.dtype.kind not in "biuf":
+    raise TypeError(f"not a number: {value!r}")
   if array.shape != ():
     return None
   return float(array)
+
+
+def describe_range(low: float = -math.inf, high: float = math.inf, *, low_inclusive: bool = True,
+                   high_inclusive: bool = True) -> str:
+  """A range as written in messages: [0.0, 1.0)."""
+  left = "[" if low_inclusive else "("
+  right = "]" if high_inclusive else ")"
+  return f"{left}{low}, {high}{right}"
 
 
 def check_range(
@@ -40,9 +50,7 @@ def check_range(
     high_inclusive: bool = True,
 ) -> None:
   """Raises ValueError naming `owner`, the argument, its value and the valid range."""
-  left = "[" if low_inclusive else "("
-  right = "]" if high_inclusive else ")"
-  valid = f"{left}{low}, {high}{right}"
+  valid = describe_range(low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
   try:
     number = _concrete_float(value)
   except (TypeError, ValueError):  # a string, None, an object: not a number at all
@@ -65,10 +73,18 @@ def check_beta(owner: str, name: str, value: Any) -> None:
 
 
 def check_int_at_least(owner: str, name: str, value: Any, low: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
-  if value < low:
-    raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
+  """An integer >= low: a Python int or an integer array (a hyperparameter handed in as data;
+  a traced one is let through, its value is only known inside the step)."""
+  message = f"{owner}: {name} must be an integer >= {low}, got {value!r}"
+  if isinstance(value, jax.core.Tracer):
+    if not jnp.issubdtype(value.dtype, jnp.integer):
+      raise ValueError(message)
+    return
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)) and np.ndim(value) == 0 and \
+      jnp.issubdtype(value.dtype, jnp.integer):
+    value = int(value)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    raise ValueError(message)
 
 
 def check_learning_rate(owner: str, value: Any) -> None:
@@ -193,12 +209,19 @@ _BETA = dict(low=0.0, high=1.0, high_inclusive=False)
 _NON_NEGATIVE = dict(low=0.0)
 _POSITIVE = dict(low=0.0, low_inclusive=False)
 
+_COUNT = dict(low=0, integer=True)
+_PERIOD = dict(low=1, integer=True)
+
 KNOWN_RANGES = {
     "b1": _BETA, "b2": _BETA, "b3": _BETA, "decay": _BETA, "momentum": _BETA,
+    "weight_decay_rate": _NON_NEGATIVE, "clip_threshold": _POSITIVE,
+    "decay_offset": _COUNT, "min_dim_size_to_factor": _COUNT, "update_interval": _PERIOD,
+    "sync_period": _PERIOD, "seed": _COUNT, "print_win_rate_every_n_steps": _COUNT,
+    "alpha": dict(low=0.0, high=1.0),
     "eps": _NON_NEGATIVE, "eps_root": _NON_NEGATIVE, "eps_scale": _NON_NEGATIVE,
     "weight_decay": _NON_NEGATIVE, "initial_accumulator_value": _NON_NEGATIVE,
     "initial_scale": _NON_NEGATIVE, "weight_lr_power": _NON_NEGATIVE, "r": _NON_NEGATIVE,
-    "warmup_steps": _NON_NEGATIVE, "min_norm": _NON_NEGATIVE,
+    "warmup_steps": _COUNT, "min_norm": _NON_NEGATIVE,
     # RAdam rectifies when rho_t > threshold; the rectifier sqrt((rho_t - 4)(rho_t - 2)...) is
     # undefined below 4.
     "threshold": dict(low=4.0),

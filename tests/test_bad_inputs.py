@@ -19,46 +19,41 @@ import pytest
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 import optimkit
-from optimkit import checkpoint, schedules, sharding
+from optimkit import _checks, checkpoint, registry, schedules, sharding
 
 # ----------------------------------------------------------------------------------------------
-# Ranged hyperparameters, by argument name: the valid range as the message prints it, and values
-# outside it. NaN and a string are added for every argument.
+# Ranged hyperparameters of every optimizer in the registry, from the ranges its declaration
+# validates (no hand copy): values just outside the range, NaN, a string and None.
 
-BETA, NON_NEGATIVE, POSITIVE = "[0.0, 1.0)", "[0.0, inf]", "(0.0, inf]"
-RANGES = {
-    "learning_rate": (NON_NEGATIVE, [-1e-3]),
-    "b1": (BETA, [-0.1, 1.0]), "b2": (BETA, [-0.1, 1.0]), "b3": (BETA, [-0.1, 1.0]),
-    "decay": (BETA, [-0.1, 1.0]), "momentum": (BETA, [-0.1, 1.0]),
-    "eps": (NON_NEGATIVE, [-1e-8]), "eps_root": (NON_NEGATIVE, [-1e-8]),
-    "eps_scale": (NON_NEGATIVE, [-1e-3]), "weight_decay": (NON_NEGATIVE, [-0.1]),
-    "initial_accumulator_value": (NON_NEGATIVE, [-1.0]), "initial_scale": (NON_NEGATIVE, [-1.0]),
-    "weight_lr_power": (NON_NEGATIVE, [-2.0]), "r": (NON_NEGATIVE, [-1.0]),
-    "warmup_steps": (NON_NEGATIVE, [-5]),
-    "gamma": (POSITIVE, [0.0, -0.01]), "trust_coefficient": (POSITIVE, [0.0]),
-    "decay_rate": (POSITIVE, [0.0]), "clipping_threshold": (POSITIVE, [0.0]),
-    "threshold": ("[4.0, inf]", [3.0]),
-}
-# The shortcuts take **kwargs and forward to their base optimizer, which names itself.
-OWNER = {"adamw_8bit": "adamw", "adamw_4bit": "adamw", "lion_8bit": "lion"}
-PUBLIC_OPTIMIZERS = sorted(
-    name for name in dir(optimkit) if callable(getattr(optimkit, name))
-    and getattr(getattr(optimkit, name), "__module__", "") == "optimkit.optimizers")
+
+def _outside(spec):
+  values = []
+  low, high = spec.get("low", -math.inf), spec.get("high", math.inf)
+  if math.isfinite(low):
+    values.append(low if not spec.get("low_inclusive", True) else low - 1)
+  if math.isfinite(high):
+    values.append(high if not spec.get("high_inclusive", True) else high + 1)
+  return values + [math.nan]
 
 
 def _ranged_cases():
   cases = []
-  for name in PUBLIC_OPTIMIZERS:
-    for argument in inspect.signature(getattr(optimkit, name)).parameters:
-      if argument not in RANGES:
-        continue
-      valid, bad_values = RANGES[argument]
-      owner = OWNER.get(name, name)
-      for value in bad_values + [math.nan]:
-        cases.append((name, argument, value,
-                      f"{owner}: {argument} must be in {valid}, got {value!r}"))
-      cases.append((name, argument, "high",
-                    f"{owner}: {argument} must be a number in {valid}, got 'high'"))
+  for name in registry.names():
+    info = registry.get(name)
+    owner = info.shortcut_of or name
+    parameters = inspect.signature(info.make).parameters
+    for argument, spec in info.ranges.items():
+      plain = {k: v for k, v in spec.items() if k != "integer"}
+      valid = _checks.describe_range(**plain)
+      for value in _outside(spec):
+        cases.append((name, argument, value, f"{owner}: {argument} must be in {valid}, got "
+                                             f"{value!r}"))
+      cases.append((name, argument, "1e-3",
+                    f"{owner}: {argument} must be a number in {valid}, got '1e-3'"))
+      default = parameters[argument].default
+      if default is not None and "None" not in str(parameters[argument].annotation):
+        cases.append((name, argument, None,
+                      f"{owner}: {argument} must be a number in {valid}, got None"))
   return cases
 
 
@@ -69,12 +64,18 @@ RANGED = _ranged_cases()
                          ids=[f"{n}-{a}-{v}" for n, a, v, _ in RANGED])
 def test_out_of_range_hyperparameter(name, argument, value, message):
   with pytest.raises(ValueError) as raised:
-    getattr(optimkit, name)(**{argument: value})
+    registry.get(name).make(**{argument: value})
   assert str(raised.value) == message
 
 
 def test_every_optimizer_has_ranged_cases():
-  assert {name for name, *_ in RANGED} == set(PUBLIC_OPTIMIZERS)
+  assert {name for name, *_ in RANGED} == set(registry.names())
+
+
+def test_every_public_optimizer_is_in_the_registry():
+  public = {name for name in dir(optimkit) if callable(getattr(optimkit, name)) and
+            getattr(getattr(optimkit, name), "__module__", "").startswith("optimkit.optimizers.")}
+  assert public == set(registry.names())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,9 +83,8 @@ def test_every_optimizer_has_ranged_cases():
 
 SPECIFIC = {
     "learning_rate None": (
-        lambda: optimkit.adafactor(learning_rate=None),
-        "adafactor: learning_rate must be a number in [0.0, inf] or a schedule (a callable "
-        "step -> value), got None"),
+        lambda: optimkit.adamw(learning_rate=None),
+        "adamw: learning_rate must be a number in [0.0, inf], got None"),
     "learning_rate schedule negative at step 0": (
         lambda: optimkit.adamw(learning_rate=lambda step: -1.0 + 0 * step),
         "adamw: learning_rate (at step 0 of the schedule) must be in [0.0, inf], got -1.0"),
@@ -92,10 +92,15 @@ SPECIFIC = {
         lambda: optimkit.sgd(1e-2, momentum=0.9, state_storage="int3"),
         "sgd: state_storage must be one of ['4bit', '8bit', 'bfloat16', 'float32'] or a "
         "StateStorage, got 'int3'"),
-    "shortcut with state_storage": (
-        lambda: optimkit.adamw_8bit(1e-3, state_storage="4bit"),
-        "adamw_8bit: state_storage is fixed by the name; for another format call the base "
-        "optimizer with state_storage=..., got '4bit'"),
+    "sophia without its estimator's function": (
+        lambda: _sophia_step(optimkit.sophia(1e-3, seed=0)),
+        "sophia: scale_by_sophia: the Gauss-Newton-Bartlett estimator (estimator='gnb', "
+        "Sophia-G) needs logits_fn= passed to update(): a function params -> logits (or use "
+        "estimator='hutchinson' with loss_fn=)"),
+    "sophia-h without loss_fn": (
+        lambda: _sophia_step(optimkit.sophia(1e-3, seed=0, estimator="hutchinson")),
+        "sophia: scale_by_sophia: the Hutchinson estimator (estimator='hutchinson', Sophia-H) "
+        "needs loss_fn= passed to update(): a function params -> scalar loss"),
     "sophia update_interval": (
         lambda: optimkit.sophia(update_interval=0),
         "sophia: scale_by_sophia: update_interval must be an integer >= 1, got 0"),

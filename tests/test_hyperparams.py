@@ -86,3 +86,103 @@ def test_set_hyperparams_reaches_inside_wrappers_and_rejects_unknown_names():
   assert float(state.inner_state.hyperparams["learning_rate"]) == 0.5
   with pytest.raises(ValueError, match="'momentum'.* are not hyperparameters"):
     optimkit.set_hyperparams(state, momentum=0.1)
+
+
+def _leaves_named(state, name):
+  return [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]
+          if f"'{name}'" in jax.tree_util.keystr(path)]
+
+
+WRAPPERS = {
+    "multi_transform": lambda tx: optax.multi_transform({"a": tx, "b": optimkit.lion(1e-4)},
+                                                        {"w": "a", "b": "b"}),
+    "partition": lambda tx: optax.partition({"a": tx, "b": optimkit.lion(1e-4)},
+                                            {"w": "a", "b": "b"}),
+    "masked": lambda tx: optax.masked(tx, {"w": True, "b": False}),
+    "MultiSteps": lambda tx: optax.MultiSteps(tx, every_k_schedule=1),
+    "chain": lambda tx: optax.chain(optax.clip_by_global_norm(1.0), tx),
+    "skip_nonfinite": optimkit.skip_nonfinite,
+}
+
+
+@pytest.mark.parametrize("wrapper", sorted(WRAPPERS))
+def test_set_hyperparams_reaches_through_optax_wrappers(wrapper):
+  tx = WRAPPERS[wrapper](optimkit.adamw(1e-3))
+  params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+  state = optimkit.set_hyperparams(tx.init(params), learning_rate=0.25)
+  values = _leaves_named(state, "learning_rate")
+  assert values and all(float(v) == 0.25 for v in values)
+  # ... and the step uses it: an SGD-like first Adam step moves each coordinate by ~lr.
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  assert float(jnp.max(jnp.abs(updates["w"]))) == pytest.approx(0.25 * (1 + 1e-4), rel=1e-3)
+
+
+def test_set_hyperparams_on_a_flax_nnx_state():
+  from flax import nnx
+
+  class Model(nnx.Module):
+    def __init__(self):
+      self.w = nnx.Param(jnp.ones((3, 2)))
+
+  optimizer = nnx.Optimizer(Model(), optimkit.adamw(1e-3), wrt=nnx.Param)
+  state = nnx.state(optimizer, nnx.optimizer.OptState)
+  changed = optimkit.set_hyperparams(state, learning_rate=0.5)
+  nnx.update(optimizer, changed)
+  assert float(optimkit.get_hyperparams(nnx.state(optimizer, nnx.optimizer.OptState))
+               ["learning_rate"]) == 0.5
+
+
+def test_set_hyperparams_refuses_a_value_a_schedule_owns():
+  tx = optimkit.adamw(optax.linear_schedule(1e-3, 0.0, 100))
+  state = tx.init({"w": jnp.ones(2)})
+  with pytest.raises(ValueError, match="learning_rate .* follows a schedule"):
+    optimkit.set_hyperparams(state, learning_rate=0.1)
+  # the other hyperparameters are still settable
+  assert float(optimkit.set_hyperparams(state, b1=0.5).hyperparams["b1"]) == 0.5
+
+
+def test_set_hyperparams_refuses_optax_inject_hyperparams_schedules_too():
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=optax.linear_schedule(1e-3, 0, 10))
+  state = tx.init({"w": jnp.ones(2)})
+  with pytest.raises(ValueError, match="follows a schedule"):
+    optimkit.set_hyperparams(state, learning_rate=0.1)
+  assert float(optimkit.set_hyperparams(state, b1=0.5).hyperparams["b1"]) == 0.5
+
+
+def test_set_hyperparams_on_a_plain_optax_state_says_why():
+  state = optax.adam(1e-3).init({"w": jnp.ones(2)})
+  with pytest.raises(ValueError, match="holds no hyperparameters.*optax.inject_hyperparams"):
+    optimkit.set_hyperparams(state, learning_rate=0.1)
+
+
+def test_optax_inject_hyperparams_values_win_and_stay_in_its_state():
+  """optax's wrapper owns the values it passes: they drive the step and live in its state (the
+  optimkit optimizer inside keeps no stale copy of them)."""
+  tx = optax.inject_hyperparams(optimkit.lion)(learning_rate=optax.linear_schedule(1e-3, 0, 4))
+  params = {"w": jnp.zeros(3)}
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  sizes = []
+  for _ in range(5):
+    updates, state = step({"w": jnp.ones(3)}, state, params)
+    sizes.append(float(jnp.abs(updates["w"][0])))
+  np.testing.assert_allclose(sizes, [1e-3, 7.5e-4, 5e-4, 2.5e-4, 0.0], atol=1e-9)
+  assert "learning_rate" not in state.inner_state.hyperparams
+
+
+def test_integer_hyperparameter_handed_in_as_an_array():
+  """optax.inject_hyperparams hands decay_offset in as an int32 array (it used to raise)."""
+  tx = optax.inject_hyperparams(optimkit.adafactor)(learning_rate=1e-2, decay_offset=3)
+  params = {"w": jnp.ones((4, 3))}
+  updates, _ = jax.jit(tx.update)({"w": jnp.ones((4, 3))}, tx.init(params), params)
+  assert np.isfinite(np.asarray(updates["w"])).all()
+
+
+def test_structural_argument_traced_by_a_wrapper_says_to_use_static_args():
+  tx = optax.inject_hyperparams(optimkit.adafactor)(min_dim_size_to_factor=2)
+  params = {"w": jnp.ones((4, 3))}
+  with pytest.raises(ValueError, match="min_dim_size_to_factor .* static_args"):
+    jax.jit(tx.update)({"w": jnp.ones((4, 3))}, tx.init(params), params)
+  fixed = optax.inject_hyperparams(optimkit.adafactor, static_args=("min_dim_size_to_factor",))
+  tx = fixed(min_dim_size_to_factor=2)
+  jax.jit(tx.update)({"w": jnp.ones((4, 3))}, tx.init(params), params)

@@ -85,14 +85,14 @@ class AdamMiniState(NamedTuple):
 
 def scale_by_adam_mini(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                        blocks: Blocks = None,
-                       storage: StorageLike = "float32") -> optax.GradientTransformation:
+                       state_storage: StorageLike = "float32") -> optax.GradientTransformation:
   """Adam-mini's direction.
 
   Args:
     b1, b2: moment decays, [0, 1). Defaults 0.9, 0.999.
     eps: stabiliser, >= 0. Default 1e-8.
     blocks: per-leaf axes to average g^2 over; None uses `adam_mini_blocks`.
-    storage: how the first moment is stored (see `optimkit.state`); the per-block second
+    state_storage: how the first moment is stored (see `optimkit.state`); the per-block second
       moments are tiny and stay at full precision. Default "float32".
   """
   owner = "scale_by_adam_mini"
@@ -108,14 +108,14 @@ def scale_by_adam_mini(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
       return adam_mini_blocks(params)
     return blocks(params) if callable(blocks) else blocks
 
-  store = resolve(storage)
+  store = resolve(state_storage)
 
   def init_fn(params):
     axes = axes_for(params)
     nu = jax.tree.map(
         lambda p, a: jnp.zeros([1 if i in a else n for i, n in enumerate(p.shape)],
                                compute_dtype(p)),
-        params, axes, is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x))
+        params, axes, is_leaf=lambda x: type(x) is tuple and all(isinstance(i, int) for i in x))
     return AdamMiniState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
                          nu=nu)
 

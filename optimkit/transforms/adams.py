@@ -33,7 +33,7 @@ class AdamSState(NamedTuple):
 
 def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
                    eps: float = 1e-8,
-                   storage: StorageLike = "float32",
+                   state_storage: StorageLike = "float32",
                    one_pass: bool | None = None) -> optax.GradientTransformation:
   """AdamS's direction m_t / (sqrt(b2 m_{t-1}^2 + (1 - b2) g_t^2) + eps).
 
@@ -42,7 +42,7 @@ def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
     b2: weight of the previous momentum in the normaliser, [0, 1). Default 0.95 (AdamW's LLM
       setting, which the paper inherits).
     eps: stabiliser, >= 0. Default 1e-8.
-    storage: how the momentum is stored (see `optimkit.state`). Default "float32".
+    state_storage: how the momentum is stored (see `optimkit.state`). Default "float32".
     one_pass: compute the normaliser from the new momentum, with m_{t-1} recovered as
       (m_t - (1 - b1) g_t) / b1, so that the momentum is updated in place in one pass (XLA
       otherwise copies it every step). None (default): on when b1 is a number >= 0.5; the
@@ -53,7 +53,7 @@ def scale_by_adams(b1: float = 0.9, b2: float = 0.95,
   _checks.check_beta(owner, "b2", b2)
   _checks.check_non_negative(owner, "eps", eps)
 
-  store = resolve(storage)
+  store = resolve(state_storage)
   recover_previous = uses_previous_ema(b1, one_pass)
 
   def init_fn(params):

@@ -40,23 +40,25 @@ class AdanState(NamedTuple):
 
 
 def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
-                  eps: float = 1e-8,
-                  storage: StorageLike = "float32") -> optax.GradientTransformation:
-  """Adan's direction (m_hat + b2 v_hat) / (sqrt(n_hat) + eps).
+                  eps: float = 1e-8, eps_root: float = 0.0,
+                  state_storage: StorageLike = "float32") -> optax.GradientTransformation:
+  """Adan's direction (m_hat + b2 v_hat) / (sqrt(n_hat + eps_root) + eps).
 
   Args:
     b1: decay of the gradient EMA, [0, 1). Default 0.98.
     b2: decay of the gradient-difference EMA, [0, 1). Default 0.92.
     b3: decay of the squared-direction EMA, [0, 1). Default 0.99.
     eps: added to the denominator, >= 0. Default 1e-8 (the authors').
-    storage: how the moments and the previous gradient are stored. Default "float32".
+    eps_root: added inside the root, >= 0. Default 0 (the authors'; optax's is 1e-8).
+    state_storage: how the moments and the previous gradient are stored. Default "float32".
   """
   owner = "scale_by_adan"
   for name, value in (("b1", b1), ("b2", b2), ("b3", b3)):
     _checks.check_beta(owner, name, value)
   _checks.check_non_negative(owner, "eps", eps)
+  _checks.check_non_negative(owner, "eps_root", eps_root)
 
-  store = resolve(storage)
+  store = resolve(state_storage)
 
   def init_fn(params):
     return AdanState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
@@ -75,7 +77,7 @@ def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
     count = increment(state.count)
     c1, c2, c3 = (bias_correction(b, count) for b in (b1, b2, b3))
     direction = map_like(
-        lambda g, m, v, n: (m / c1 + b2 * v / c2) / (jnp.sqrt(n / c3) + eps),
+        lambda g, m, v, n: (m / c1 + b2 * v / c2) / (jnp.sqrt(n / c3 + eps_root) + eps),
         updates, mu, delta, nu)
     return direction, AdanState(
         count=count, mu=store.write(mu, updates, state.mu, signed=True),

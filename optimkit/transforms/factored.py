@@ -167,7 +167,7 @@ class RelativeStepState(NamedTuple):
 
 
 def scale_by_relative_step_size(
-    learning_rate: float | Callable[[jax.Array], jax.Array] = 1e-2,
+    learning_rate: float | Callable[[jax.Array], jax.Array] | None = 1e-2,
     relative_step: bool = True,
     multiply_by_parameter_scale: bool = True,
     eps_scale: float = 1e-3,
@@ -175,6 +175,7 @@ def scale_by_relative_step_size(
   """Adafactor's step size alpha_t = max(eps_scale, RMS(w)) * rho_t (positive; no sign flip).
 
       rho_t = min(learning_rate, 1 / sqrt(t))  if relative_step else learning_rate
+      (learning_rate None: rho_t = 1 / sqrt(t), the paper's, or 1 without relative_step, optax's)
       alpha_t = max(eps_scale, RMS(w_{t-1})) * rho_t  if multiply_by_parameter_scale else rho_t
 
   Args:
@@ -184,7 +185,8 @@ def scale_by_relative_step_size(
     eps_scale: eps2 of the paper, >= 0. Default 1e-3.
   """
   owner = "scale_by_relative_step_size"
-  _checks.check_learning_rate(owner, learning_rate)
+  if learning_rate is not None:
+    _checks.check_learning_rate(owner, learning_rate)
   _checks.check_non_negative(owner, "eps_scale", eps_scale)
 
   def init_fn(params):
@@ -195,7 +197,10 @@ def scale_by_relative_step_size(
     count = increment(state.count)
     rate = learning_rate(state.count) if callable(learning_rate) else learning_rate
     if relative_step:
-      rate = jnp.minimum(rate, jax.lax.rsqrt(count.astype(jnp.result_type(float))))
+      relative = jax.lax.rsqrt(count.astype(jnp.result_type(float)))
+      rate = relative if rate is None else jnp.minimum(rate, relative)
+    elif rate is None:
+      rate = 1.0
     if multiply_by_parameter_scale:
       if params is None:
         raise ValueError(f"{owner}: multiply_by_parameter_scale=True needs params in update().")

@@ -113,9 +113,17 @@ def scale_by_sophia(
     update_interval: int = 10,
     estimator: Union[str, HessianEstimator] = "gnb",
     seed: int | None = None,
-    storage: StorageLike = "float32",
+    state_storage: StorageLike = "float32",
+    *,
+    clip_threshold: float = 1.0,
+    mu_storage: StorageLike | None = None,
+    print_win_rate_every_n_steps: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   """Sophia's clipped, Hessian-preconditioned momentum direction.
+
+      m_t = b1 m_{t-1} + (1 - b1) g_t
+      h_t = b2 h_{t-k} + (1 - b2) estimate(w)   every update_interval (k) steps, else h_{t-1}
+      d_t = clip(m_t / max(gamma h_t, eps), -clip_threshold, clip_threshold)
 
   Args:
     b1: momentum decay, [0, 1). Default 0.965.
@@ -127,7 +135,11 @@ def scale_by_sophia(
     estimator: "gnb" (needs `logits_fn=` in update), "hutchinson" (needs `loss_fn=`), or a
       callable `(params, key, **extra_args) -> tree of diag-Hessian estimates`.
     seed: seed of the state's PRNG key; if None, pass `key=` to every update.
-    storage: how m and h are stored (see `optimkit.state`). Default "float32".
+    state_storage: how m and h are stored (see `optimkit.state`). Default "float32".
+    clip_threshold: bound of the clipped ratio, > 0. Default 1 (the authors'; optax's argument).
+    mu_storage: how m is stored when it differs from h (optax's `mu_dtype`).
+    print_win_rate_every_n_steps: print the unclipped fraction (optax's "win rate", measured at
+      each Hessian refresh) every this many steps with `jax.debug.print`; 0: never.
   """
   owner = "scale_by_sophia"
   _checks.check_beta(owner, "b1", b1)
@@ -145,7 +157,9 @@ def scale_by_sophia(
   else:
     raise ValueError(f"{owner}: estimator must be a string or a callable, got {estimator!r}")
 
-  store = resolve(storage)
+  _checks.check_range(owner, "clip_threshold", clip_threshold, 0.0, low_inclusive=False)
+  store = resolve(state_storage)
+  store_mu = store if mu_storage is None else resolve(mu_storage)
 
   def init_fn(params):
     if seed is None:
@@ -154,7 +168,7 @@ def scale_by_sophia(
       key = jax.random.key_data(jax.random.key(seed))
     return SophiaState(
         count=jnp.zeros([], jnp.int32),
-        mu=store.init(params, signed=True),
+        mu=store_mu.init(params, signed=True),
         hessian=store.init(params, signed=True),
         key=key,
         unclipped_fraction=jnp.zeros([], jnp.float32),
@@ -180,15 +194,16 @@ def scale_by_sophia(
 
     refresh = state.count % update_interval == 0
     hessian = jax.lax.cond(refresh, refreshed_hessian, lambda: old_hessian)
-    mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
+    mu = ema(b1, updates, store_mu.read(state.mu, updates, signed=True))
     ratios = jax.tree.map(lambda m, h: m / jnp.maximum(gamma * h, eps), mu, hessian)
-    direction = map_like(lambda g, r: jnp.clip(r, -1.0, 1.0), updates, ratios)
+    direction = map_like(lambda g, r: jnp.clip(r, -clip_threshold, clip_threshold), updates,
+                         ratios)
 
     def measured_fraction():
       # From m and h (kept in memory as state anyway), not from `ratios`: reading the ratios
       # here would make XLA write them out instead of fusing them into the update.
       leaves = jax.tree.leaves(jax.tree.map(
-          lambda m, h: jnp.abs(m) < jnp.maximum(gamma * h, eps), mu, hessian))
+          lambda m, h: jnp.abs(m) < clip_threshold * jnp.maximum(gamma * h, eps), mu, hessian))
       total = sum(leaf.size for leaf in leaves)
       unclipped = sum(jnp.sum(leaf, dtype=jnp.float32) for leaf in leaves)
       return (unclipped / max(total, 1)).astype(jnp.float32)
@@ -197,8 +212,14 @@ def scale_by_sophia(
     # fusing the update into one pass and tripled the step time (benchmarks/step_time.py).
     fraction = jax.lax.cond(refresh, measured_fraction,
                             lambda: state.unclipped_fraction.astype(jnp.float32))
+    if not (isinstance(print_win_rate_every_n_steps, int) and print_win_rate_every_n_steps == 0):
+      every = jnp.maximum(print_win_rate_every_n_steps, 1)
+      jax.lax.cond((print_win_rate_every_n_steps > 0) & (state.count % every == 0),
+                   lambda: jax.debug.print("sophia: step {step}, unclipped fraction {fraction}",
+                                           step=state.count, fraction=fraction),
+                   lambda: None)
     new_state = SophiaState(
-        count=increment(state.count), mu=store.write(mu, updates, state.mu, signed=True),
+        count=increment(state.count), mu=store_mu.write(mu, updates, state.mu, signed=True),
         hessian=store.write(hessian, updates, state.hessian, signed=True), key=state.key,
         unclipped_fraction=fraction)
     return direction, new_state

@@ -22,6 +22,7 @@ import optax
 from optimkit import _checks
 from optimkit.state.storage import StateStorage, StorageLike, compute_dtype, resolve
 from optimkit.transforms._util import bias_correction, ema, increment, map_like
+from optimkit.transforms._util import bias_correction as debias  # scale_by_rms has an argument named bias_correction
 
 
 # ----------------------------------------------------------------------------------------------
@@ -35,7 +36,7 @@ class MomentumState(NamedTuple):
 
 
 def scale_by_momentum(momentum: float = 0.9, nesterov: bool = False,
-                      storage: StorageLike = "float32") -> optax.GradientTransformation:
+                      state_storage: StorageLike = "float32") -> optax.GradientTransformation:
   """Heavy-ball momentum as in PyTorch's SGD (Polyak 1964; Sutskever et al. 2013).
 
       v_t = momentum * v_{t-1} + g_t                      (v_0 = 0, so v_1 = g_1)
@@ -45,10 +46,10 @@ def scale_by_momentum(momentum: float = 0.9, nesterov: bool = False,
   Args:
     momentum: decay of the velocity, in [0, 1). Default 0.9.
     nesterov: use Nesterov's look-ahead form.
-    storage: how the velocity is stored (see `optimkit.state`). Default "float32".
+    state_storage: how the velocity is stored (see `optimkit.state`). Default "float32".
   """
   _checks.check_beta("scale_by_momentum", "momentum", momentum)
-  store = resolve(storage)
+  store = resolve(state_storage)
 
   def init_fn(params):
     return MomentumState(velocity=store.init(params, signed=True))
@@ -77,11 +78,11 @@ class EmaState(NamedTuple):
   ema: Any
 
 
-def scale_by_ema(decay: float = 0.9, storage: StorageLike = "float32"
+def scale_by_ema(decay: float = 0.9, state_storage: StorageLike = "float32"
                  ) -> optax.GradientTransformation:
   """e <- decay e + (1 - decay) u, output e (no debiasing), as optax.ema(debias=False)."""
   _checks.check_beta("scale_by_ema", "decay", decay)
-  store = resolve(storage)
+  store = resolve(state_storage)
 
   def init_fn(params):
     return EmaState(ema=store.init(params, signed=True))
@@ -115,21 +116,26 @@ def init_adam_state(store: StateStorage, params: Any, keep_mu: bool = True) -> A
 
 
 def next_adam_moments(store: StateStorage, updates: Any, state: AdamState, b1: Any, b2: Any,
-                      keep_mu: bool = True) -> tuple[Any, Any, jax.Array]:
+                      keep_mu: bool = True, store_mu: StateStorage | None = None
+                      ) -> tuple[Any, Any, jax.Array]:
   """(m_t, v_t, t): the EMAs of g and g^2 after this step, in the compute dtype, and the new
   count. Without a first moment, m_t is the gradient itself. Shared by Adam, RAdam and
   StableAdamW, which differ only in how they turn the moments into a direction."""
-  mu = ema(b1, updates, store.read(state.mu, updates, signed=True)) if keep_mu else updates
+  store_mu = store if store_mu is None else store_mu
+  mu = ema(b1, updates, store_mu.read(state.mu, updates, signed=True)) if keep_mu else updates
   nu = ema(b2, jax.tree.map(lambda g: g * g, updates),
            store.read(state.nu, updates, signed=False))
   return mu, nu, increment(state.count)
 
 
 def store_adam_state(store: StateStorage, updates: Any, state: AdamState, mu: Any, nu: Any,
-                     count: jax.Array, keep_mu: bool = True) -> AdamState:
-  """The new AdamState with m_t and v_t written back in `store`'s format."""
+                     count: jax.Array, keep_mu: bool = True,
+                     store_mu: StateStorage | None = None) -> AdamState:
+  """The new AdamState with m_t and v_t written back in `store`'s format (m_t in `store_mu`'s
+  when given)."""
+  store_mu = store if store_mu is None else store_mu
   return AdamState(count=count,
-                   mu=store.write(mu, updates, state.mu, signed=True) if keep_mu else None,
+                   mu=store_mu.write(mu, updates, state.mu, signed=True) if keep_mu else None,
                    nu=store.write(nu, updates, state.nu, signed=False))
 
 
@@ -148,13 +154,19 @@ def scale_by_adam(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
-    storage: StorageLike = "float32",
+    *,
+    nesterov: bool = False,
+    state_storage: StorageLike = "float32",
+    mu_storage: StorageLike | None = None,
 ) -> optax.GradientTransformation:
   """Adam's bias-corrected moment ratio (Kingma & Ba 2015, Algorithm 1).
 
       m_t = b1 m_{t-1} + (1 - b1) g_t
       v_t = b2 v_{t-1} + (1 - b2) g_t^2
       u_t = m_hat / (sqrt(v_hat + eps_root) + eps),  m_hat = m_t / (1 - b1^t), v_hat = v_t / (1 - b2^t)
+
+  Nesterov (Dozat 2016, as optax's `nesterov=True`): the first moment in the ratio is replaced by
+  m_hat = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t).
 
   With b1 = 0 the first moment is the gradient itself (used by schedule-free AdamW); given as a
   plain 0 at construction, no first-moment buffer is allocated (`mu` is None).
@@ -164,7 +176,10 @@ def scale_by_adam(
     b2: second-moment decay, [0, 1). Default 0.999.
     eps: added to the denominator outside the root, >= 0. Default 1e-8.
     eps_root: added inside the root, >= 0. Default 0.
-    storage: how mu and nu are stored (see `optimkit.state`). Default "float32".
+    nesterov: use the Nesterov form of the first moment. Default False.
+    state_storage: how mu and nu are stored (see `optimkit.state`). Default "float32".
+    mu_storage: how mu is stored, when it differs from nu (optax's `mu_dtype`). Default: as
+      `state_storage`.
   """
   owner = "scale_by_adam"
   _checks.check_beta(owner, "b1", b1)
@@ -174,16 +189,27 @@ def scale_by_adam(
 
   # b1 = 0 given as a plain number (schedule-free AdamW) needs no first-moment buffer.
   keep_mu = not _is_zero(b1)
-  store = resolve(storage)
+  store = resolve(state_storage)
+  store_mu = store if mu_storage is None else resolve(mu_storage)
 
   def init_fn(params):
-    return init_adam_state(store, params, keep_mu)
+    return init_adam_state(store, params, keep_mu)._replace(
+        mu=store_mu.init(params, signed=True) if keep_mu else None)
 
   def update_fn(updates, state, params=None):
     del params
-    mu, nu, count = next_adam_moments(store, updates, state, b1, b2, keep_mu)
-    direction = adam_direction(updates, mu, nu, count, b1, b2, eps, eps_root)
-    return direction, store_adam_state(store, updates, state, mu, nu, count, keep_mu)
+    mu, nu, count = next_adam_moments(store, updates, state, b1, b2, keep_mu, store_mu)
+    if nesterov:
+      # optax's form: the next step's bias correction on m_t plus this step's on g_t.
+      correction1 = bias_correction(b1, count)
+      next_correction1 = bias_correction(b1, increment(count))
+      correction2 = bias_correction(b2, count)
+      direction = map_like(
+          lambda g, m, v: (b1 * m / next_correction1 + (1.0 - b1) * g / correction1)
+          / (jnp.sqrt(v / correction2 + eps_root) + eps), updates, mu, nu)
+    else:
+      direction = adam_direction(updates, mu, nu, count, b1, b2, eps, eps_root)
+    return direction, store_adam_state(store, updates, state, mu, nu, count, keep_mu, store_mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -193,8 +219,10 @@ def scale_by_adam(
 
 
 class RMSPropState(NamedTuple):
-  """State of `scale_by_rms`: EMA of g^2 (`nu`), of g when centered (`mu`), momentum buffer."""
+  """State of `scale_by_rms`: EMA of g^2 (`nu`), of g when centered (`mu`), momentum buffer,
+  and the step count (for `bias_correction`)."""
 
+  count: jax.Array
   nu: Any
   mu: Any
   velocity: Any
@@ -208,7 +236,8 @@ def scale_by_rms(
     centered: bool = False,
     momentum: float = 0.0,
     nesterov: bool = False,
-    storage: StorageLike = "float32",
+    bias_correction: bool = False,
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """RMSprop (Hinton 2012; Graves 2013 for the centered form), with optional momentum.
 
@@ -218,6 +247,7 @@ def scale_by_rms(
       d_t  = g / sqrt(s_t + eps)  (eps_in_sqrt, optax)  or  g / (sqrt(s_t) + eps)  (PyTorch)
       with momentum: b_t = momentum b_{t-1} + d_t and the direction is b_t (or d_t + momentum b_t
       with Nesterov).
+      bias_correction (optax's option): nu_t / (1 - decay^t) in place of nu_t in d_t.
 
   The momentum buffer accumulates the normalised gradient *before* the learning rate, as
   PyTorch's RMSprop does; optax multiplies by the learning rate first. The two agree for a
@@ -231,7 +261,8 @@ def scale_by_rms(
     centered: divide by the variance instead of the raw second moment.
     momentum: momentum on the normalised gradient, [0, 1). Default 0 (off).
     nesterov: Nesterov form of that momentum.
-    storage: how the buffers are stored (see `optimkit.state`). Default "float32".
+    bias_correction: debias nu as Adam does (optax's `bias_correction`). Default False.
+    state_storage: how the buffers are stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_rms"
   _checks.check_beta(owner, "decay", decay)
@@ -239,12 +270,13 @@ def scale_by_rms(
   _checks.check_non_negative(owner, "initial_scale", initial_scale)
   _checks.check_beta(owner, "momentum", momentum)
 
-  store = resolve(storage)
+  store = resolve(state_storage)
   use_momentum = momentum is not None and not _is_zero(momentum)
 
   def init_fn(params):
     initial = jax.tree.map(lambda p: jnp.full(p.shape, initial_scale, compute_dtype(p)), params)
     return RMSPropState(
+        count=jnp.zeros([], jnp.int32),
         nu=store.write(initial, params, store.init(params, signed=False), signed=False),
         mu=store.init(params, signed=True) if centered else None,
         velocity=store.init(params, signed=True) if use_momentum else None,
@@ -254,11 +286,14 @@ def scale_by_rms(
     del params
     nu = ema(decay, jax.tree.map(lambda g: g * g, updates),
              store.read(state.nu, updates, signed=False))
+    mu = ema(decay, updates, store.read(state.mu, updates, signed=True)) if centered else None
+    count = increment(state.count)
+    # Debiased as optax does: each EMA divided by 1 - decay^t before the variance is formed.
+    correction = debias(decay, count) if bias_correction else 1.0
     if centered:
-      mu = ema(decay, updates, store.read(state.mu, updates, signed=True))
-      second = jax.tree.map(lambda v, m: v - m * m, nu, mu)
+      second = jax.tree.map(lambda v, m: v / correction - (m / correction) ** 2, nu, mu)
     else:
-      mu, second = None, nu
+      second = jax.tree.map(lambda v: v / correction, nu) if bias_correction else nu
     if eps_in_sqrt:
       normalised = jax.tree.map(lambda g, s: g * jax.lax.rsqrt(s + eps), updates, second)
     else:
@@ -272,6 +307,7 @@ def scale_by_rms(
       else:
         normalised = velocity
     return map_like(lambda g, d: d, updates, normalised), RMSPropState(
+        count=count,
         nu=store.write(nu, updates, state.nu, signed=False),
         mu=store.write(mu, updates, state.mu, signed=True) if centered else None,
         velocity=store.write(velocity, updates, state.velocity, signed=True)
@@ -301,7 +337,7 @@ def scale_by_adagrad(
     initial_accumulator_value: float = 0.1,
     eps: float = 1e-7,
     eps_in_sqrt: bool = True,
-    storage: StorageLike = "float32",
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """AdaGrad (Duchi, Hazan & Singer 2011).
 
@@ -316,7 +352,7 @@ def scale_by_adagrad(
   _checks.check_non_negative(owner, "initial_accumulator_value", initial_accumulator_value)
   _checks.check_non_negative(owner, "eps", eps)
 
-  store = resolve(storage)
+  store = resolve(state_storage)
 
   def init_fn(params):
     initial = jax.tree.map(

@@ -29,14 +29,14 @@ class SignMomentumState(NamedTuple):
 
 
 def scale_by_sign_momentum(b1: float = 0.9, b2: float = 0.99,
-                           storage: StorageLike = "float32",
+                           state_storage: StorageLike = "float32",
                            one_pass: bool | None = None) -> optax.GradientTransformation:
   """Lion's direction sign(b1 m + (1 - b1) g), with m an EMA of g at rate b2.
 
   Args:
     b1: interpolation factor for the step, [0, 1). Default 0.9.
     b2: decay of the momentum, [0, 1). Default 0.99.
-    storage: how the momentum is stored (see `optimkit.state`). Default "float32".
+    state_storage: how the momentum is stored (see `optimkit.state`). Default "float32".
     one_pass: compute the direction from the new momentum, with m_{t-1} recovered as
       (m_t - (1 - b2) g_t) / b2, so that the momentum is updated in place in one pass (XLA
       otherwise copies it every step). None (default): on when b2 is a number >= 0.5; the
@@ -45,7 +45,7 @@ def scale_by_sign_momentum(b1: float = 0.9, b2: float = 0.99,
   _checks.check_beta("scale_by_sign_momentum", "b1", b1)
   _checks.check_beta("scale_by_sign_momentum", "b2", b2)
 
-  store = resolve(storage)
+  store = resolve(state_storage)
   recover_previous = uses_previous_ema(b2, one_pass)
 
   def init_fn(params):

@@ -103,7 +103,7 @@ def scale_by_lars(
     weight_decay: float = 0.0,
     eps: float = 0.0,
     mask: Any = None,
-    trust_mask: Any = None,
+    trust_ratio_mask: Any = None,
     stack_dims: StackDims = 0,
 ) -> optax.GradientTransformation:
   """LARS's locally scaled gradient (You, Gitman & Ginsburg 2017, Algorithm 1):
@@ -116,7 +116,7 @@ def scale_by_lars(
     weight_decay: beta, >= 0, applied where `mask` is True. Default 0.
     eps: added to the denominator, >= 0. Default 0.
     mask: tree of bools (or callable) for the leaves that get weight decay; default all.
-    trust_mask: the leaves that get the local rate; default all. (The usual practice is to
+    trust_ratio_mask: the leaves that get the local rate; default all. (The usual practice is to
       exclude biases and norm scales from both, e.g. `optimkit.weight_decay_mask`.)
     stack_dims: leading stack dims with one rate per slice, as in `scale_by_trust_ratio`.
   """
@@ -133,7 +133,7 @@ def scale_by_lars(
     if params is None:
       raise ValueError(f"{owner}: the local learning rate needs params in update().")
     decays = option_tree(mask, params, True)
-    trusts = option_tree(trust_mask, params, True)
+    trusts = option_tree(trust_ratio_mask, params, True)
     stacks = option_tree(stack_dims, params, 0)
 
     def scale(g, w, decay, trust, stack):

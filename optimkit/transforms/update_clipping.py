@@ -31,7 +31,7 @@ def scale_by_stable_adam(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     mask: Any = None,
-    storage: StorageLike = "float32",
+    state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """Adam's ratio plus decoupled weight decay, divided per tensor by max(1, RMS(g/sqrt(v_hat))).
 
@@ -40,7 +40,7 @@ def scale_by_stable_adam(
     eps: stabiliser, >= 0. Default 1e-6.
     weight_decay: decoupled decay, >= 0. Default 0.
     mask: tree of bools (or callable params -> tree) selecting the leaves to decay.
-    storage: how the moments are stored (see `optimkit.state`). Default "float32".
+    state_storage: how the moments are stored (see `optimkit.state`). Default "float32".
   """
   owner = "scale_by_stable_adam"
   _checks.check_beta(owner, "b1", b1)
@@ -48,7 +48,7 @@ def scale_by_stable_adam(
   _checks.check_non_negative(owner, "eps", eps)
   _checks.check_non_negative(owner, "weight_decay", weight_decay)
 
-  store = resolve(storage)
+  store = resolve(state_storage)
 
   def init_fn(params):
     return init_adam_state(store, params)

@@ -62,25 +62,119 @@ def test_skip_nonfinite_leaves_params_and_state_bit_identical(name, bad):
   assert not np.array_equal(params["w"], before_params["w"])
 
 
-def test_gives_up_after_max_consecutive_skips_with_a_clear_error():
+def _give_up_problem(donate):
   tx = optimkit.skip_nonfinite(optimkit.adamw(1e-2), max_consecutive_skips=3)
   params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
-  state = tx.init(params)
 
-  @jax.jit
   def step(params, state, poison):
     grads = jax.tree.map(lambda g: g + poison, jax.grad(_loss)(params))
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
-  # Two bad steps, a good one (the count resets), two more bad ones: still running.
-  for poison in (jnp.nan, jnp.nan, 0.0, jnp.inf, jnp.nan):
+  return tx, params, jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+
+def _host_copy(tree):
+  return jax.tree.map(lambda x: np.array(x, copy=True), tree)
+
+
+def _assert_tree_equal(actual, expected):
+  assert jax.tree.structure(actual) == jax.tree.structure(expected)
+  for a, b in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("donate", [False, True], ids=["plain", "donated"])
+def test_give_up_raises_its_own_error_and_leaves_the_last_good_params_and_state(donate):
+  """The 3rd bad step in a row returns normally (a skip: the last good params and state); the
+  next call raises NonFiniteStepsError before running, so under donation too the user holds
+  valid arrays equal to the bit to those after the last good step, and can go on from them."""
+  tx, params, step = _give_up_problem(donate)
+  state = tx.init(params)
+  for poison in (0.0, 0.0, jnp.nan, jnp.nan, 0.0):  # two bad steps, then a good one resets
     params, state = step(params, state, poison)
-  jax.block_until_ready(params)
-  assert int(state.consecutive_skips) == 2 and int(state.skipped_steps) == 4
-  with pytest.raises(Exception, match="3 consecutive steps had non-finite gradients"):
-    params, state = step(params, state, jnp.nan)
-    jax.block_until_ready(params)
+  good_params, good_state = _host_copy(params), _host_copy(state)
+  assert int(state.consecutive_skips) == 0 and int(state.skipped_steps) == 2
+  for poison in (jnp.inf, jnp.nan, jnp.nan):  # the third one gives up, and still returns
+    params, state = step(params, state, poison)
+  assert int(state.consecutive_skips) == 3 and int(state.skipped_steps) == 5
+
+  with pytest.raises(optimkit.NonFiniteStepsError) as raised:
+    step(params, state, 0.0)
+  error = raised.value
+  assert isinstance(error, FloatingPointError)
+  assert "skip_nonfinite: 3 consecutive steps had non-finite gradients or updates" in str(error)
+  assert "max_consecutive_skips=3, 5 skipped in all" in str(error)
+  assert "This call did not run" in str(error)
+  assert (error.consecutive_skips, error.max_consecutive_skips, error.skipped_steps) == (3, 3, 5)
+
+  # What remains valid: the last call's outputs, not deleted, equal to the last good ones.
+  assert not any(leaf.is_deleted() for leaf in jax.tree.leaves((params, state)))
+  _assert_tree_equal(_host_copy(params), good_params)
+  _assert_tree_equal(_host_copy(state.inner_state), good_state.inner_state)
+
+  # Going on from them: reset the counter (as the docstring says) and train.
+  state = optax.tree_utils.tree_set(state, consecutive_skips=jnp.zeros([], jnp.int32))
+  params, state = step(params, state, 0.0)
+  assert int(state.consecutive_skips) == 0 and int(state.skipped_steps) == 5
+  assert not np.array_equal(params["w"], good_params["w"])
+  assert _state_finite(state) and _state_finite(params)
+
+
+def test_give_up_in_eager_updates_raises_at_the_next_update():
+  tx = optimkit.skip_nonfinite(optimkit.sgd(0.1), max_consecutive_skips=2)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  nan = {"w": jnp.full(3, jnp.nan)}
+  for _ in range(2):
+    updates, state = tx.update(nan, state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(params["w"], np.ones(3))
+  with pytest.raises(optimkit.NonFiniteStepsError, match="2 consecutive steps"):
+    tx.update({"w": jnp.ones(3)}, state, params)
+  updates, _ = tx.update({"w": jnp.ones(3)}, state, params)  # raised once; still latched
+  np.testing.assert_array_equal(updates["w"], np.zeros(3))
+
+
+def test_after_giving_up_every_step_is_skipped_until_the_counter_is_reset():
+  """Steps that run after the give-up (dispatched before the host heard of it, or a step
+  compiled ahead of time, which is never traced again and so cannot raise) change nothing,
+  even with finite gradients."""
+  tx, params, step = _give_up_problem(donate=True)
+  state = tx.init(params)
+  compiled = step.lower(params, state, 0.0).compile()
+  params, state = compiled(params, state, 0.0)
+  good_params, good_state = _host_copy(params), _host_copy(state)
+  for poison in (jnp.nan, jnp.nan, jnp.nan, 0.0, 0.0, 0.0):
+    params, state = compiled(params, state, poison)
+  assert int(state.consecutive_skips) == 6 and int(state.skipped_steps) == 6
+  _assert_tree_equal(_host_copy(params), good_params)
+  _assert_tree_equal(_host_copy(state.inner_state), good_state.inner_state)
+  with pytest.raises(optimkit.NonFiniteStepsError, match="3 consecutive steps"):
+    step(params, state, 0.0)  # the jitted (traced) step still reports the give-up
+
+
+def test_give_up_inside_a_scanned_loop_raises_at_the_next_call():
+  tx = optimkit.skip_nonfinite(optimkit.adamw(1e-2), max_consecutive_skips=2)
+  params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+
+  @jax.jit
+  def steps(params, state, poisons):
+    def body(carry, poison):
+      params, state = carry
+      grads = jax.tree.map(lambda g: g + poison, jax.grad(_loss)(params))
+      updates, state = tx.update(grads, state, params)
+      return (optax.apply_updates(params, updates), state), None
+    return jax.lax.scan(body, (params, state), poisons)[0]
+
+  state = tx.init(params)
+  params, state = steps(params, state, jnp.zeros(2))
+  good_params = _host_copy(params)
+  params, state = steps(params, state, jnp.asarray([jnp.nan, jnp.inf, 0.0, 0.0]))
+  assert int(state.consecutive_skips) == 4
+  _assert_tree_equal(_host_copy(params), good_params)
+  with pytest.raises(optimkit.NonFiniteStepsError, match="2 consecutive steps"):
+    steps(params, state, jnp.zeros(2))
 
 
 def test_max_consecutive_skips_is_validated():

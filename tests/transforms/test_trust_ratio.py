@@ -23,7 +23,7 @@ def test_lars_matches_pytorch_optimizer():
   problem = Problem(seed=6)
   matrices_only = {k: len(s) > 1 for k, s in problem.shapes.items()}  # as pytorch-optimizer
   ours = run_optax(optimkit.lars(0.5, weight_decay=0.01, trust_coefficient=0.02, momentum=0.9,
-                                 mask=matrices_only, trust_mask=matrices_only), problem)
+                                 weight_decay_mask=matrices_only, trust_ratio_mask=matrices_only), problem)
   ref = run_torch(lambda p: LARS(p, lr=0.5, weight_decay=0.01, trust_coefficient=0.02,
                                  momentum=0.9, foreach=False), problem)
   assert_parity(ours, ref, label="lars vs pytorch-optimizer")
