@@ -110,7 +110,8 @@ RECIPES: dict[str, Recipe] = {
     "adam": Recipe("adam", 1e-3, dict(b2=0.99)),
     "lion": Recipe("lion", 3e-4, _LION),
     "adafactor": Recipe("adafactor", 1e-2, schedule="constant"),
-    "sophia": Recipe("sophia", 3e-4, dict(gamma=0.05, weight_decay=0.2, mask=weight_decay_mask)),
+    "sophia": Recipe("sophia", 3e-4, dict(gamma=0.05, weight_decay=0.2,
+                                          weight_decay_mask=weight_decay_mask)),
     "schedule_free_adamw": Recipe("schedule_free_adamw", 2.5e-3, schedule="constant",
                                   warmup_steps_arg="warmup_steps"),
     "schedule_free_sgd": Recipe("schedule_free_sgd", 0.5, schedule="constant",
@@ -141,4 +142,4 @@ def recipe_for(name: str) -> Recipe:
 
 def optimizer_names() -> list[str]:
   """Every optimizer `optimkit compare` can run: the registry's, sorted."""
-  return sorted(registry.OPTIMIZERS)
+  return registry.names()
