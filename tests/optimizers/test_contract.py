@@ -65,7 +65,10 @@ def test_optax_inject_hyperparams_drives_the_step(name, fmt):
   constant = info.make(lr, state_storage=fmt)
   ours, theirs, fixed = _trajectories(name, [native, wrapped, constant], 8)
   assert _max_relative(theirs, ours) < 1e-6, "optax.inject_hyperparams' schedule was not used"
-  assert _max_relative(fixed, ours) > 1e-4, "the schedule changed nothing: the test cannot fail"
+  # The schedule changed the run by a good part of how far the params moved (learning-rate-free
+  # optimizers move little in 8 steps): otherwise the test could not fail.
+  moved = _max_relative(ours, h.params())
+  assert _max_relative(fixed, ours) > 1e-2 * moved, "the schedule changed nothing"
 
 
 def _composite(name, fmt):
@@ -119,11 +122,10 @@ def test_donated_step_inside_every_optax_wrapper(name, fmt):
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((params, state)))
   # (the scalar is masked out inside group "b": optax.masked passes its raw gradient through)
   assert moved["matrix"] > 0 and moved["vector"] > 0 and moved["stack"] > 0
-  # set_hyperparams reaches the optimizers in both groups through every wrapper.
-  changed = optimkit.set_hyperparams(state, learning_rate=0.0)
-  values = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(changed)[0]
-            if jax.tree_util.keystr(path).endswith("['learning_rate']")]
-  assert len(values) >= 2 and all(float(v) == 0.0 for v in values)
+  # set_hyperparams reaches the optimizer in every wrapper: group "a"'s learning rate follows
+  # optax's schedule and is refused, saying so.
+  with pytest.raises(ValueError, match="follows a schedule"):
+    optimkit.set_hyperparams(state, learning_rate=0.0)
 
 
 def _buffers(tree):
