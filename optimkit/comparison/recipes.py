@@ -103,6 +103,47 @@ _ADAMW = dict(b2=0.99, weight_decay=0.1, mask=weight_decay_mask)
 _LION = dict(b1=0.9, b2=0.99, weight_decay=0.33, mask=weight_decay_mask)
 
 RECIPES: dict[str, Recipe] = {
+    "adamw": Recipe(1e-3, lambda lr, n: optimizers.adamw(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "adamw_8bit": Recipe(1e-3, lambda lr, n: optimizers.adamw(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask,
+        state_storage="8bit")),
+    "adamw_4bit": Recipe(1e-3, lambda lr, n: optimizers.adamw(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask,
+        state_storage="4bit")),
+    "lion_8bit": Recipe(3e-4, lambda lr, n: optimizers.lion(
+        warmup_cosine(lr, n), b1=0.9, b2=0.99, weight_decay=0.33, mask=weight_decay_mask,
+        state_storage="8bit")),
+    "adam": Recipe(1e-3, lambda lr, n: optimizers.adam(warmup_cosine(lr, n), b2=0.99)),
+    "lion": Recipe(3e-4, lambda lr, n: optimizers.lion(
+        warmup_cosine(lr, n), b1=0.9, b2=0.99, weight_decay=0.33, mask=weight_decay_mask)),
+    "adafactor": Recipe(1e-2, lambda lr, n: optimizers.adafactor(lr)),
+    "sophia": Recipe(3e-4, lambda lr, n: optimizers.sophia(
+        warmup_cosine(lr, n), gamma=0.05, weight_decay=0.2,
+        weight_decay_mask=weight_decay_mask)),
+    "schedule_free_adamw": Recipe(2.5e-3, lambda lr, n: optimizers.schedule_free_adamw(
+        lr, warmup_steps=max(1, int(0.05 * n)))),
+    "schedule_free_sgd": Recipe(0.5, lambda lr, n: optimizers.schedule_free_sgd(
+        lr, warmup_steps=max(1, int(0.05 * n)))),
+    "lamb": Recipe(2e-3, lambda lr, n: optimizers.lamb(
+        warmup_cosine(lr, n), weight_decay=0.01, mask=weight_decay_mask)),
+    "lars": Recipe(1.0, lambda lr, n: optimizers.lars(
+        warmup_cosine(lr, n), trust_coefficient=0.02, weight_decay=1e-4)),
+    "sgd": Recipe(0.3, lambda lr, n: optimizers.sgd(warmup_cosine(lr, n), momentum=0.9)),
+    "rmsprop": Recipe(1e-3, lambda lr, n: optimizers.rmsprop(warmup_cosine(lr, n))),
+    "adagrad": Recipe(3e-2, lambda lr, n: optimizers.adagrad(warmup_cosine(lr, n))),
+    "stable_adamw": Recipe(1e-3, lambda lr, n: optimizers.stable_adamw(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "adan": Recipe(1e-3, lambda lr, n: optimizers.adan(
+        warmup_cosine(lr, n), weight_decay=0.02, mask=weight_decay_mask)),
+    "radam": Recipe(1e-3, lambda lr, n: optimizers.radam(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "ranger": Recipe(1e-3, lambda lr, n: optimizers.ranger(
+        warmup_cosine(lr, n), weight_decay=0.1, mask=weight_decay_mask)),
+    "adam_mini": Recipe(1e-3, lambda lr, n: optimizers.adam_mini(
+        warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
+    "adams": Recipe(1e-3, lambda lr, n: optimizers.adams(
+        warmup_cosine(lr, n), b2=0.95, weight_decay=0.1, mask=weight_decay_mask)),
     "adamw": Recipe("adamw", 1e-3, _ADAMW),
     "adamw_8bit": Recipe("adamw_8bit", 1e-3, _ADAMW),
     "adamw_4bit": Recipe("adamw_4bit", 1e-3, _ADAMW),
