@@ -91,13 +91,16 @@ def scale_by_rprop(
   store = resolve(state_storage)
 
   def init_fn(params):
-    # zeros + value, not jnp.full: a new buffer even for a rank-0 leaf, where jnp.full can return
-    # the learning-rate array itself, which optax.inject_hyperparams also keeps in its state.
+    # zeros + value, not jnp.full: a new buffer even for a rank-0 leaf (where jnp.full can return
+    # the learning-rate array itself, which optax.inject_hyperparams also keeps in its state).
+    # The fill is also the `like` of its write: unsharded like the zeros the storage makes (the
+    # params may be sharded over Explicit mesh axes, which a bfloat16 or quantized write would
+    # have to mix with the unsharded fill).
     initial = jax.tree.map(
         lambda p: (jnp.zeros(p.shape, compute_dtype(p)) + learning_rate).astype(compute_dtype(p)),
         params)
     return RpropState(
-        step_sizes=store.write(initial, params, store.init(params, signed=False), signed=False),
+        step_sizes=store.write(initial, initial, store.init(params, signed=False), signed=False),
         prev_signs=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int8), params))
 
   def update_fn(updates, state, params=None):

@@ -77,17 +77,20 @@ def scale_by_yogi(
   store = resolve(state_storage)
 
   def filled(params):
-    # A new buffer per call: jnp.full of a rank-0 leaf can return the hyperparameter array
-    # itself, which optax.inject_hyperparams also keeps in its state (a donated step would
-    # then donate one buffer twice).
+    # zeros + value, not jnp.full: a new buffer per call (jnp.full of a rank-0 leaf can return
+    # the hyperparameter array itself, which optax.inject_hyperparams also keeps in its state,
+    # and a donated step would donate it twice).
     return jax.tree.map(lambda p: (jnp.zeros(p.shape, compute_dtype(p))
                                    + initial_accumulator_value).astype(compute_dtype(p)), params)
 
   def init_fn(params):
-    return YogiState(
-        count=jnp.zeros([], jnp.int32),
-        mu=store.write(filled(params), params, store.init(params, signed=True), signed=True),
-        nu=store.write(filled(params), params, store.init(params, signed=False), signed=False))
+    # Each filled tree is also the `like` of its write: unsharded like the zeros the storage
+    # makes (the params may be sharded over Explicit mesh axes, which a bfloat16 or quantized
+    # write would have to mix with the unsharded fill).
+    mu, nu = filled(params), filled(params)
+    return YogiState(count=jnp.zeros([], jnp.int32),
+                     mu=store.write(mu, mu, store.init(params, signed=True), signed=True),
+                     nu=store.write(nu, nu, store.init(params, signed=False), signed=False))
 
   def update_fn(updates, state, params=None):
     del params
