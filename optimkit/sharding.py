@@ -174,9 +174,15 @@ def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple,
                           absmax=param_spec[:split] + (blocks,))
 
 
+def _is_state_leaf(node: Any) -> bool:
+  """A per-parameter state entry: an array, a quantized leaf, or the MaskedNode that
+  `optax.masked` / `optax.partition` put where a parameter belongs to another transform."""
+  return q.is_quantized(node) or isinstance(node, optax.MaskedNode)
+
+
 def _matches_params(node: Any, params_def) -> bool:
   try:
-    return jax.tree.structure(node, is_leaf=q.is_quantized) == params_def
+    return jax.tree.structure(node, is_leaf=_is_state_leaf) == params_def
   except Exception:  # pylint: disable=broad-except
     return False
 
@@ -239,9 +245,10 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
 
   def assign(node):
     if _matches_params(node, params_def):
-      leaves = jax.tree.leaves(node, is_leaf=q.is_quantized)
-      return jax.tree.unflatten(params_def, [per_parameter(*args) for args in
-                                             zip(leaves, param_shapes, param_specs)])
+      leaves = jax.tree.leaves(node, is_leaf=_is_state_leaf)
+      return jax.tree.unflatten(params_def, [
+          leaf if isinstance(leaf, optax.MaskedNode) else per_parameter(leaf, shape, spec)
+          for leaf, shape, spec in zip(leaves, param_shapes, param_specs)])
     if isinstance(node, (tuple, list)) and not q.is_quantized(node):
       children = [assign(child) for child in node]
       return type(node)(*children) if hasattr(node, "_fields") else type(node)(children)

@@ -1,5 +1,5 @@
-"""Run in a subprocess with 8 simulated CPU devices (see tests/test_matrix_work.py): Muon's
-Newton-Schulz work laid out over the mesh by `optimkit.map_matrices`.
+"""Run in a subprocess with 8 simulated CPU devices (see tests/test_matrix_work.py): `optimkit.muon`
+with its Newton-Schulz work laid out over the mesh by `optimkit.map_matrices`.
 
 On FSDP (data-sharded), tensor-parallel (model-sharded), 2 x 4 (Auto and Explicit axes) and
 ZeRO-1 meshes, sharded Muon steps equal the single-device steps and keep the params' and the
@@ -21,18 +21,21 @@ from optax.contrib import MuonDimensionNumbers  # noqa: E402
 import optimkit  # noqa: E402
 from benchmarks.common import collective_bytes  # noqa: E402
 from optimkit import sharding  # noqa: E402
-from optimkit.transforms.muon import newton_schulz, scale_by_muon  # noqa: E402
+from optimkit.transforms.muon import newton_schulz  # noqa: E402
 
 assert jax.device_count() == 8
 rng = np.random.default_rng(0)
 d, layers = 32, 4
-HOST = {"stack": rng.normal(size=(8, d, d))}  # a scanned (layers, in, out) leaf: 8 matrices
+# Muon's: a scanned (layers, in, out) leaf of 8 matrices, and per layer q, k, v, o, up, down;
+# 24 (32, 32) matrices and 8 (32, 128) ones (the down projections transposed): 3 + 1 per device.
+# AdamW's: the embedding and the biases.
+HOST = {"stack": rng.normal(size=(8, d, d)), "embedding": rng.normal(size=(64, d))}
 for i in range(layers):
   for name in ("q", "k", "v", "o"):
     HOST[f"{i}_{name}"] = rng.normal(size=(d, d))
   HOST[f"{i}_up"], HOST[f"{i}_down"] = rng.normal(size=(d, 4 * d)), rng.normal(size=(4 * d, d))
+  HOST[f"{i}_up_bias"] = rng.normal(size=(4 * d,))
 HOST = {k: np.asarray(v, np.float32) for k, v in HOST.items()}
-# 24 (32, 32) matrices and 8 (32, 128) ones (the down projections transposed): 3 + 1 per device.
 
 COLUMN = ("q", "k", "v", "up")  # Megatron's column-parallel layers; "o", "down" are row-parallel
 
@@ -40,6 +43,8 @@ COLUMN = ("q", "k", "v", "up")  # Megatron's column-parallel layers; "o", "down"
 def specs_for(kind):
   def spec(name):
     last = name.split("_")[-1]
+    if last == "bias":
+      return P() if kind == "dp" else P("data") if kind == "fsdp" else P("model")
     if kind == "fsdp":
       return P(None, "data", None) if name == "stack" else P("data", None)
     if kind == "tp":
@@ -64,7 +69,7 @@ def grads_at(step):
 
 
 STEPS = 3
-tx = sharding.with_explicit_axes(scale_by_muon(ns_dtype=None))
+tx = optimkit.muon(ns_dtype=None, weight_decay=0.1)
 p_single = {k: jnp.asarray(v) for k, v in HOST.items()}
 s_single = tx.init(p_single)
 single = jax.jit(step_fn(tx))
@@ -107,6 +112,9 @@ for label, (mesh, kind, zero) in MESHES.items():
     assert p[k].sharding.is_equivalent_to(params[k].sharding, p[k].ndim), (label, k)
   for leaf, wanted in zip(jax.tree.leaves(s), jax.tree.leaves(state_shardings)):
     assert leaf.sharding.is_equivalent_to(wanted, leaf.ndim), (label, leaf.shape, wanted)
+  # Inside optax.partition the moments still shard like their params (not replicated).
+  momentum = s.inner_state.inner_states["muon"].inner_state[0].momentum["0_up"]
+  assert momentum.sharding.is_equivalent_to(params["0_up"].sharding, 2) or zero, label
   flops = compiled.cost_analysis()["flops"]
   moved = sum(collective_bytes(compiled.as_text(), 8).values())
   measured[label] = (flops, moved)
@@ -122,8 +130,10 @@ for label in ("fsdp", "tp"):
   mesh, kind, _ = MESHES[label]
   specs = specs_for(kind)
   params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in HOST.items()}
-  dims = {k: MuonDimensionNumbers(1, 2) if k == "stack" else MuonDimensionNumbers() for k in HOST}
-  reference = optax.contrib.scale_by_muon(weight_dimension_numbers=dims)
+  # (the same routing: the embedding and biases to its Adam)
+  dims = {k: MuonDimensionNumbers(1, 2) if k == "stack" else None
+          if k == "embedding" or k.endswith("bias") else MuonDimensionNumbers() for k in HOST}
+  reference = optax.contrib.muon(0.02, weight_decay=0.1, muon_weight_dimension_numbers=dims)
   with jax.set_mesh(mesh):
     state = sharding.sharded_init(reference, params)
     theirs = jax.jit(step_fn(reference), out_shardings=(
