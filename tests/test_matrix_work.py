@@ -50,3 +50,42 @@ def test_sharded_muon_on_eight_devices_equals_one_device():
                 "tp flops and bytes", "map_matrices explicit"):
     assert f"OK {label}" in result.stdout, result.stdout
   assert "Involuntary full rematerialization" not in result.stderr
+
+
+def _free_port():
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_of_four_devices_match_a_single_process(tmp_path):
+  """jax.distributed on 127.0.0.1: 2 processes x 4 CPU devices, Muon's matrices spread over all
+  eight devices (all-to-alls across the processes), equal to the same steps in one process."""
+  import optax
+
+  from tests.muon_multiprocess_problem import STEPS, grads_at, host_params, make_tx
+
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_ENABLE_X64="0")
+  env.pop("XLA_FLAGS", None)
+  port = _free_port()
+  workers = [subprocess.Popen([sys.executable, os.path.join(ROOT, "tests",
+                                                            "muon_multiprocess_worker.py"),
+                               str(i), str(port), str(tmp_path)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+  outputs = [w.communicate(timeout=600) for w in workers]
+  for worker, (out, err) in zip(workers, outputs):
+    assert worker.returncode == 0, err[-4000:]
+  result = np.load(tmp_path / "params.npz")
+  assert (tmp_path / "collectives.txt").read_text() == "all-to-all"
+
+  tx = make_tx()  # float32, as in the workers
+  params = {k: jnp.asarray(v) for k, v in host_params().items()}
+  state = tx.init(params)
+  for t in range(STEPS):
+    updates, state = tx.update({k: jnp.asarray(v) for k, v in grads_at(t).items()}, state, params)
+    params = optax.apply_updates(params, updates)
+  for k in params:
+    np.testing.assert_allclose(result[k], np.asarray(params[k]), rtol=2e-5, atol=2e-6)

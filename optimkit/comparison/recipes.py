@@ -85,6 +85,12 @@ RECIPES: dict[str, Recipe] = {
         warmup_cosine(lr, n), b2=0.99, weight_decay=0.1, mask=weight_decay_mask)),
     "adams": Recipe(1e-3, lambda lr, n: optimizers.adams(
         warmup_cosine(lr, n), b2=0.95, weight_decay=0.1, mask=weight_decay_mask)),
+    # Moonlight (Liu et al. 2025, Sec. 2.2): Muon's update scaled to AdamW's RMS
+    # (consistent_rms 0.2) with weight decay, so AdamW's lr, schedule and wd carry over to both
+    # parts; momentum 0.95, Nesterov, 5 Newton-Schulz steps (the authors').
+    "muon": Recipe(1e-3, lambda lr, n: optimizers.muon(
+        warmup_cosine(lr, n), weight_decay=0.1, consistent_rms=0.2,
+        adam_learning_rate=warmup_cosine(lr, n), adam_b2=0.99, adam_weight_decay=0.1)),
 }
 
 DEFAULT_OPTIMIZERS = ("adamw", "lion", "adafactor", "sophia", "schedule_free_adamw")
