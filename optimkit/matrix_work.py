@@ -10,15 +10,19 @@ orthogonalized by every device. Here the algorithm says only "apply f to each of
 matrices"; this module decides who computes what:
 
   - matrices of the same shape and dtype are stacked into one (count, rows, cols) array;
-  - the stack is padded to a multiple of the device count and its stack axis sharded over all
-    (Auto) mesh axes, so each device holds whole matrices, ceil(count / devices) of them: XLA
-    moves them there with one all-to-all (a slice, when the inputs are replicated);
+  - the stack is padded with zero matrices to a multiple of the device count and its stack axis
+    sharded over all (Auto) mesh axes, so each device holds ceil(count / devices) whole
+    matrices: XLA moves them there with one all-to-all per mesh axis (a local slice when the
+    inputs are replicated);
   - f runs under `vmap` on each device's share;
-  - each result goes back to the layout its consumer needs, again one all-to-all (an all-gather
-    when that layout is replicated, as in data parallelism: the authors' distributed Muon).
+  - each result goes back to the layout its consumer needs through the same hops (an
+    all-gather when that layout is replicated, as in data parallelism: the authors'
+    distributed Muon).
 
 Per-device FLOPs are then total / devices up to the padding of each group, instead of GSPMD's
-per-iteration collectives or every device repeating everything.
+per-iteration collectives or every device repeating everything. A group with fewer matrices
+than devices still costs every device one matrix (the padding): no worse than replicating it,
+but no gain either; transformers have dozens of same-shape matrices per group.
 
 Which mesh: the one given (`mesh=`), else the mesh of explicitly sharded inputs (Explicit
 axes), else the context mesh (`jax.set_mesh(mesh)`, which JAX asks sharded programs to use).

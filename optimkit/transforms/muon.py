@@ -122,34 +122,43 @@ def newton_schulz(x: jax.Array, coeffs: Any = JORDAN_COEFFS, steps: int = 5, eps
   A tall matrix is transposed first (A is then the smaller Gram matrix) and back at the end,
   which gives the same result: the iteration commutes with transposition. `coeffs` is one
   (a, b, c) or a sequence of rows, row k at step k and the last row repeated past its end.
-  Norms are accumulated in at least float32. "spectral" divides by the largest singular value
+  Norms and the sums around the matmuls are computed in at least float32. "spectral" divides by the largest singular value
   instead; "aol" and "schatten" (optax's) rescale inside the first step instead of dividing.
   """
   transposed = x.shape[-2] > x.shape[-1]
   if transposed:
     x = x.T
+  dtype = x.dtype
+  # Matmuls run in x's dtype; the sums around them in at least float32, so that in bfloat16
+  # the coefficients keep their value (as PyTorch's bfloat16 ops do with Python scalars)
+  # instead of being rounded to 8 bits, which would change the polynomial.
+  wide = jnp.promote_types(dtype, jnp.float32)
   rows = jnp.asarray(coeffs)
-  rows = (rows if rows.ndim == 2 else rows[None]).astype(x.dtype)
-  wide = jnp.promote_types(x.dtype, jnp.float32)
+  rows = (rows if rows.ndim == 2 else rows[None]).astype(wide)
   if preconditioning == "frobenius":
     norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(wide))))
-    x = (x.astype(wide) / (norm_margin * norm + eps)).astype(x.dtype)
+    x = (x.astype(wide) / (norm_margin * norm + eps)).astype(dtype)
   elif preconditioning == "spectral":
     norm = jnp.linalg.norm(x.astype(wide), ord=2)
-    x = (x.astype(wide) / (norm_margin * norm + eps)).astype(x.dtype)
+    x = (x.astype(wide) / (norm_margin * norm + eps)).astype(dtype)
   for step in range(steps):
     a, b, c = rows[min(step, rows.shape[0] - 1)]
     gram = x @ x.T
     if step == 0 and preconditioning == "aol":
       # Almost-orthogonal-layer rescaling (Boissin et al. 2025): rows scaled by the inverse
       # root of the Gram matrix's absolute row sums.
-      scale = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(gram), axis=-1), eps))[:, None]
-      x, gram = x * scale, gram * scale * scale.T
+      wide_gram = gram.astype(wide)
+      scale = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(wide_gram), axis=-1), eps))[:, None]
+      x = (x.astype(wide) * scale).astype(dtype)
+      gram = (wide_gram * scale * scale.T).astype(dtype)
     elif step == 0 and preconditioning == "schatten":
       # Divide by the Schatten-4 norm, ||A||_F^(1/2) (Grishina et al. 2025).
-      scale = jax.lax.rsqrt(jnp.maximum(jnp.linalg.norm(gram), eps))
-      x, gram = x * scale, gram * scale ** 2
-    x = a * x + (b * gram + c * gram @ gram) @ x
+      wide_gram = gram.astype(wide)
+      scale = jax.lax.rsqrt(jnp.maximum(jnp.linalg.norm(wide_gram), eps))
+      x = (x.astype(wide) * scale).astype(dtype)
+      gram = (wide_gram * scale ** 2).astype(dtype)
+    poly = (b * gram.astype(wide) + c * (gram @ gram).astype(wide)).astype(dtype)
+    x = (a * x.astype(wide) + (poly @ x).astype(wide)).astype(dtype)
   return x.T if transposed else x
 
 
