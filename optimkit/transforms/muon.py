@@ -42,10 +42,14 @@ Where it differs:
     (tested); `adaptive` and `preconditioning` are optax's options, computed as optax does.
     Optax runs all rows of a coefficient schedule whatever `ns_steps`; here `ns_steps` rows run
     and the last row repeats when the schedule is shorter (Polar Express's convention).
-  - from the authors' code: the Frobenius norm is accumulated in float32 (theirs in bfloat16);
-    for 4-D weights their shape scale reads the kernel's spatial sizes (kh / kw: a quirk of
-    `grad.size(-2) / grad.size(-1)`), here the flattened matrix's fan_out / fan_in. Both are 1
-    for any conv with out <= in kh kw.
+  - from the authors' code: the Frobenius norm and the sums around the matmuls are computed
+    in float32 (theirs round each bfloat16 op). Their 4-D (convolution) branch cannot run in
+    `muon-optimizer` 0.1.0: it flattens the update to (out, in kh kw) and never reshapes it
+    back, so `p.add_` fails with a shape error; here the flattened matrix is orthogonalized and
+    reshaped back, scaled by its own sqrt(max(1, fan_out / fan_in)) (their line would read the
+    kernel's kh / kw, a quirk of `grad.size(-2) / grad.size(-1)`; both are 1 for any conv
+    with out <= in kh kw). The tests compare a conv kernel against their optimizer on the
+    flattened weight.
 """
 
 from __future__ import annotations

@@ -23,8 +23,10 @@ from optimkit.transforms.muon import (
 from tests.parity import Problem, assert_parity, run_optax
 
 STEPS = 200
-# Flax layout: square, wide (in < out: shape scale sqrt(16 / 6)), tall, and a stack of three.
-MATRICES = {"square": (8, 8), "wide": (6, 16), "tall": (16, 6), "stack": (3, 8, 12)}
+# Flax layout: square, wide (in < out: shape scale sqrt(16 / 6)), tall, a stack of three, and a
+# 3 x 3 convolution kernel (kh, kw, in, out), flattened to the (36, 8) matrix.
+MATRICES = {"square": (8, 8), "wide": (6, 16), "tall": (16, 6), "stack": (3, 8, 12),
+            "conv": (3, 3, 4, 8)}
 
 
 def _authors_newton_schulz_float64(G, steps):
@@ -60,21 +62,37 @@ def _transpose(array):
   return np.swapaxes(array, -1, -2) if np.ndim(array) >= 2 else array
 
 
+def _to_reference(array):
+  """A Flax kernel as the reference's weight: (out, in), a conv kernel as the flattened
+  (out, kh kw in) matrix. (muon-optimizer 0.1.0's own 4-D branch cannot run: it flattens the
+  update but never reshapes it back, and `p.add_` fails with a shape error; the flattened
+  weight is what that branch orthogonalizes.)"""
+  array = np.asarray(array)
+  if array.ndim == 4:
+    array = array.reshape(-1, array.shape[-1])
+  return _transpose(array)
+
+
+def _from_reference(weight, shape):
+  return _transpose(np.asarray(weight)).reshape(shape)
+
+
 def run_authors(make_optimizer, problem: Problem, muon_keys) -> list:
   """The reference on (out, in) weights; its trajectory given back in the Flax layout."""
   import torch
 
-  flip = lambda k, a: _transpose(a) if k in muon_keys else a
-  tensors = {k: torch.tensor(flip(k, v), dtype=torch.float64, requires_grad=True)
+  to_ref = lambda k, a: _to_reference(a) if k in muon_keys else a
+  from_ref = lambda k, w: _from_reference(w, problem.shapes[k]) if k in muon_keys else w
+  tensors = {k: torch.tensor(to_ref(k, v), dtype=torch.float64, requires_grad=True)
              for k, v in problem.init.items()}
   optimizer = make_optimizer(tensors)
   trajectory = []
   for step in range(problem.steps):
-    grads = problem.grad(step, {k: flip(k, t.detach().numpy()) for k, t in tensors.items()})
+    grads = problem.grad(step, {k: from_ref(k, t.detach().numpy()) for k, t in tensors.items()})
     for k, t in tensors.items():
-      t.grad = torch.tensor(flip(k, grads[k]), dtype=torch.float64)
+      t.grad = torch.tensor(to_ref(k, grads[k]), dtype=torch.float64)
     optimizer.step()
-    trajectory.append({k: flip(k, t.detach().numpy()).copy() for k, t in tensors.items()})
+    trajectory.append({k: from_ref(k, t.detach().numpy()).copy() for k, t in tensors.items()})
   return trajectory
 
 
@@ -90,7 +108,8 @@ def test_primitive_matches_the_authors_single_device_muon(authors_muon, lr, beta
 
 
 OPTAX_DIMS = {"square": MuonDimensionNumbers(), "wide": MuonDimensionNumbers(),
-              "tall": MuonDimensionNumbers(), "stack": MuonDimensionNumbers(1, 2)}
+              "tall": MuonDimensionNumbers(), "stack": MuonDimensionNumbers(1, 2),
+              "conv": MuonDimensionNumbers((0, 1, 2), 3)}
 
 
 # Each run combines several of optax's options, to keep the number of compiled runs small.
