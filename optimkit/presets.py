@@ -107,7 +107,7 @@ def sophia_from_adamw(adamw_peak_learning_rate: float, total_steps: int,
   schedule = schedules.warmup_cosine(0.0, peak, warmup, total_steps, end_value=0.1 * peak)
   return _with_clipping(clip_norm, optimizers.sophia(schedule, b1=0.965, b2=0.99, gamma=gamma,
                                                      weight_decay=0.2, update_interval=10,
-                                                     mask=mask))
+                                                     weight_decay_mask=mask))
 
 
 def schedule_free_from_adamw(adamw_peak_learning_rate: float, warmup_steps: int,

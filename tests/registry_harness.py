@@ -34,6 +34,14 @@ def supports_storage(name: str) -> bool:
   return "state_storage" in inspect.signature(optimkit.registry.get(name).make).parameters
 
 
+def lr_is_schedulable(name: str) -> bool:
+  """Whether the optimizer's learning_rate may be a schedule (typed ScalarOrSchedule). Rprop's
+  is the initial per-coordinate step size, a number, as in optax."""
+  import inspect
+  annotation = inspect.signature(optimkit.registry.get(name).make).parameters["learning_rate"]
+  return "Schedule" in str(annotation.annotation)
+
+
 def params(dtype=jnp.float32, seed: int = 0, scale: float = 1.0) -> dict:
   rng = np.random.default_rng(seed)
   return {k: jnp.asarray(scale * rng.normal(size=s), dtype) for k, s in SHAPES.items()}

@@ -240,7 +240,8 @@ def optimizer(
         build(**owned, **given, **{name: fn(0) for name, fn in schedules.items()})
       except ValueError as error:
         raise ValueError(f"{owner}: {error}") from None
-      return with_explicit_axes(_checked(owner, inject(owner, build, owned, schedules, given)))
+      return with_explicit_axes(_checked(owner, inject(owner, build, owned, schedules, given),
+                                        caller_arrays=tuple(given.values())))
 
     registry.register(registry.OptimizerInfo(
         name=owner, make=make, family=family, reference=reference, typical_lr=typical_lr,
@@ -328,13 +329,15 @@ def _buffer_key(leaf: Any) -> Any:
     return ("id", id(leaf))
 
 
-def fresh_buffers(state: Any, params: Any) -> Any:
-  """`state` with every leaf that shares a buffer with an earlier leaf or a param copied.
+def fresh_buffers(state: Any, params: Any, caller_arrays: Any = ()) -> Any:
+  """`state` with every leaf that shares a buffer with an earlier leaf, a param or one of
+  `caller_arrays` copied.
 
   Eager `init` can hand out one array twice (a constant filler for every leaf, a scalar
-  hyperparameter also used as a state value); `jax.jit(step, donate_argnums=...)` then fails
-  with "donate the same buffer twice" or, on a mesh, worse."""
-  seen = {_buffer_key(leaf) for leaf in jax.tree.leaves(params)
+  hyperparameter also used as a state value: `jnp.full((), value)` is `value` itself, and
+  `optax.inject_hyperparams` keeps that value in its own state); `jax.jit(step,
+  donate_argnums=...)` then fails with "donate the same buffer twice" or, on a mesh, worse."""
+  seen = {_buffer_key(leaf) for leaf in jax.tree.leaves((params, caller_arrays))
           if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer)}
 
   def fresh(leaf):
@@ -349,14 +352,14 @@ def fresh_buffers(state: Any, params: Any) -> Any:
   return jax.tree.map(fresh, state)
 
 
-def _checked(owner: str, transform: optax.GradientTransformation
+def _checked(owner: str, transform: optax.GradientTransformation, caller_arrays: Any = ()
              ) -> optax.GradientTransformationExtraArgs:
   transform = optax.with_extra_args_support(transform)
   expected_states: dict = {}  # the abstract init state, by parameter signature
 
   def init_fn(params):
     _checks.check_float_params(owner, params)
-    return fresh_buffers(transform.init(params), params)
+    return fresh_buffers(transform.init(params), params, caller_arrays)
 
   def expected_state(like):
     leaves, treedef = jax.tree.flatten(like)

@@ -72,7 +72,12 @@ def compensated_updates(inner: optax.GradientTransformation,
     if params is None:
       raise ValueError("compensated_updates: update() needs params.")
     check_dtypes(params)
-    updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+    # The inner optimizer sees float32 gradients, so its update keeps float32 precision (an
+    # optimkit optimizer returns updates in the gradient's dtype): the part of it below the
+    # params' precision is exactly what the compensation carries.
+    wide = jax.tree.map(
+        lambda g: g.astype(jnp.float32) if _is_low_precision(g) else g, updates)
+    updates, inner_state = inner.update(wide, state.inner_state, params, **extra_args)
 
     def apply(u, p, c):
       if not _is_low_precision(p):

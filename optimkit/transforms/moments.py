@@ -291,7 +291,10 @@ def scale_by_rms(
     # Debiased as optax does: each EMA divided by 1 - decay^t before the variance is formed.
     correction = debias(decay, count) if bias_correction else 1.0
     if centered:
-      second = jax.tree.map(lambda v, m: v / correction - (m / correction) ** 2, nu, mu)
+      # nu - mu^2 >= 0 in exact arithmetic; rounding makes it slightly negative when the
+      # gradient has been constant (at the first debiased step always), and sqrt would be NaN.
+      second = jax.tree.map(
+          lambda v, m: jnp.maximum(v / correction - (m / correction) ** 2, 0.0), nu, mu)
     else:
       second = jax.tree.map(lambda v: v / correction, nu) if bias_correction else nu
     if eps_in_sqrt:

@@ -410,7 +410,8 @@ def scale_by_muon(
       if adaptive:
         result = jnp.sum(leaf * result) * result
       if consistent_rms is None:
-        result = result * math.sqrt(max(1.0, view.fan_out / view.fan_in))
+        # (an empty matrix has nothing to scale; fan_in may be 0)
+        result = result * math.sqrt(max(1.0, view.fan_out / max(view.fan_in, 1)))
       else:
         result = result * (consistent_rms * math.sqrt(max(view.fan_in, view.fan_out)))
       outputs.append(result.astype(grad.dtype))

@@ -59,12 +59,18 @@ def _max_relative(a, b):
 def test_optax_inject_hyperparams_drives_the_step(name, fmt):
   info = registry.get(name)
   lr = info.typical_lr / 10  # small enough that no run reaches the optimum within the steps
-  schedule = optax.linear_schedule(lr, lr / 10, 6)
-  native = info.make(schedule, state_storage=fmt)
-  wrapped = optax.inject_hyperparams(info.make)(learning_rate=schedule, state_storage=fmt)
+  if h.lr_is_schedulable(name):
+    schedule = optax.linear_schedule(lr, lr / 10, 6)
+    native = info.make(schedule, state_storage=fmt)
+    wrapped = optax.inject_hyperparams(info.make)(learning_rate=schedule, state_storage=fmt)
+  else:
+    # A learning rate that is a number only: Rprop's initial per-coordinate step size, read once
+    # by init (as in optax); the wrapper's value, not the declaration's default, sets it.
+    native = info.make(lr / 3, state_storage=fmt)
+    wrapped = optax.inject_hyperparams(info.make)(learning_rate=lr / 3, state_storage=fmt)
   constant = info.make(lr, state_storage=fmt)
   ours, theirs, fixed = _trajectories(name, [native, wrapped, constant], 8)
-  assert _max_relative(theirs, ours) < 1e-6, "optax.inject_hyperparams' schedule was not used"
+  assert _max_relative(theirs, ours) < 1e-6, "optax.inject_hyperparams' value was not used"
   # The schedule changed the run by a good part of how far the params moved (learning-rate-free
   # optimizers move little in 8 steps): otherwise the test could not fail.
   moved = _max_relative(ours, h.params())
@@ -76,8 +82,10 @@ def _composite(name, fmt):
   info = registry.get(name)
   storage = {"state_storage": fmt} if h.supports_storage(name) else {}
   make = lambda: h.make(name, **storage)
+  scheduled = h.lr_is_schedulable(name)
   injected = optax.inject_hyperparams(info.make)(
-      learning_rate=optax.linear_schedule(info.typical_lr, info.typical_lr / 10, 4), **storage)
+      learning_rate=optax.linear_schedule(info.typical_lr, info.typical_lr / 10, 4)
+      if scheduled else info.typical_lr, **storage)
   labels = {"matrix": "a", "stack": "b", "vector": "a", "scalar": "b"}
   groups = {
       "a": optimkit.skip_nonfinite(injected),
@@ -123,9 +131,33 @@ def test_donated_step_inside_every_optax_wrapper(name, fmt):
   # (the scalar is masked out inside group "b": optax.masked passes its raw gradient through)
   assert moved["matrix"] > 0 and moved["vector"] > 0 and moved["stack"] > 0
   # set_hyperparams reaches the optimizer in every wrapper: group "a"'s learning rate follows
-  # optax's schedule and is refused, saying so.
-  with pytest.raises(ValueError, match="follows a schedule"):
-    optimkit.set_hyperparams(state, learning_rate=0.0)
+  # optax's schedule and is refused, saying so (a number-only learning rate is set everywhere).
+  if h.lr_is_schedulable(name):
+    with pytest.raises(ValueError, match="follows a schedule"):
+      optimkit.set_hyperparams(state, learning_rate=0.0)
+  else:
+    zeroed = optimkit.set_hyperparams(state, learning_rate=0.0)
+    values = [float(np.asarray(v)) for v in _learning_rates(zeroed)]
+    assert len(values) == 2 and values == [0.0, 0.0], values
+
+
+def _learning_rates(tree):
+  """Every learning_rate value held in a hyperparams dict of the state."""
+  found = []
+
+  def visit(node):
+    if hasattr(node, "hyperparams") and isinstance(node.hyperparams, dict):
+      if "learning_rate" in node.hyperparams:
+        found.append(node.hyperparams["learning_rate"])
+    if isinstance(node, (tuple, list)):
+      for child in node:
+        visit(child)
+    elif isinstance(node, dict):
+      for child in node.values():
+        visit(child)
+
+  visit(tree)
+  return found
 
 
 def _buffers(tree):
