@@ -43,10 +43,17 @@ FAMILIES = {
     "lr_free": "Learning-rate-free methods that estimate the step size (D-Adaptation, Prodigy).",
 }
 
-# torch.optim's argument names where optimkit's differ (the rest are the same name or absent).
-TORCH_NAMES = {"lr": "learning_rate", "alpha": "decay", "betas": ("b1", "b2"), "rho": "decay",
-               "etas": ("eta_minus", "eta_plus"), "step_sizes": ("min_step_size", "max_step_size"),
-               "initial_accumulator_value": "initial_accumulator_value"}
+# torch.optim's arguments whose optimkit counterpart has another name (an argument of the same
+# name is its own counterpart), with what to know when moving the value across.
+TORCH_NAMES = {
+    "lr": ("learning_rate", ""),
+    "betas": (("b1", "b2"), ""),
+    "alpha": ("decay", ""),  # RMSprop's smoothing constant
+    "etas": (("eta_minus", "eta_plus"), ""),
+    "step_sizes": (("min_step_size", "max_step_size"), ""),
+    "beta2_decay": ("decay_rate", "torch's beta2_t = 1 - t^beta2_decay, optimkit's "
+                    "1 - t^-decay_rate: decay_rate = -beta2_decay"),
+}
 # torch.optim's implementation switches, which have no meaning for a JAX transformation.
 TORCH_IMPLEMENTATION = {"params", "self", "foreach", "maximize", "capturable", "differentiable",
                         "fused"}
@@ -218,9 +225,15 @@ def _is_state(obj: Any) -> bool:
 
 
 def _title(module_name: str) -> str:
+  """`adam_mini`: the module docstring's first words, up to a parenthesis, colon or full stop
+  (within about 80 characters)."""
   module = importlib.import_module(module_name)
-  first = (module.__doc__ or module_name).strip().splitlines()[0].rstrip(".")
-  return f"`{module_name.rsplit('.', 1)[1]}`: {first}"
+  paragraph = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
+  sentence = re.split(r" \(|[.:;] ", paragraph + " ", maxsplit=1)[0].rstrip(". ")
+  if len(sentence) > 80:
+    sentence = sentence[:80].rsplit(" ", 1)[0].rstrip(",;:(") + " ..."
+  short = module_name.rsplit(".", 1)[1]
+  return f"`{short}`: {sentence}" if sentence else f"`{short}`"
 
 
 def primitives_page(by_module: dict[str, list[str]]) -> str:
@@ -233,7 +246,8 @@ def primitives_page(by_module: dict[str, list[str]]) -> str:
     functions = [n for n in names if not _is_state(getattr(module, n))]
     if not functions:
       continue
-    lines += [f"## {_title(module_name)}", "", "```{eval-rst}"]
+    lines += [f"## {_title(module_name)}", "", "```{eval-rst}",
+              f".. automodule:: {module_name}\n   :no-members:\n"]
     for name in functions:
       obj = getattr(module, name)
       directive = "autoexception" if isinstance(obj, type) and issubclass(obj, BaseException) \
@@ -274,7 +288,7 @@ def optax_table(registry: Any) -> str:
     if mode:
       lines.append("optimkit follows the authors' reference here; "
                    + ", ".join(_code(f"{k}={v}") for k, v in mode.items())
-                   + " gives optax's trajectory.")
+                   + (" give" if len(mode) > 1 else " gives") + " optax's trajectory.")
     else:
       lines.append("With optax's defaults the trajectory is optax's.")
     if info.optax_differs:
@@ -307,6 +321,16 @@ def optax_table(registry: Any) -> str:
   return "\n".join(lines)
 
 
+def _same_values(theirs: tuple, ours: tuple) -> bool:
+  if len(theirs) != len(ours):
+    return False
+  for a, b in zip(theirs, ours):
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    if not (float(a) == float(b) if numbers else a == b):
+      return False
+  return True
+
+
 def torch_table(registry: Any) -> str:
   """torch.optim's defaults next to optimkit's for each optimizer tested against torch.optim."""
   try:
@@ -327,20 +351,28 @@ def torch_table(registry: Any) -> str:
       theirs = inspect.signature(getattr(torch.optim, cls_name).__init__).parameters
       ours = inspect.signature(info.make).parameters
       lines += [f"### `torch.optim.{cls_name}` -> `optimkit.{name}`", "",
-                "| torch argument | torch default | optimkit argument | optimkit default |",
-                "|---|---|---|---|"]
+                f"Tested against (registry): {info.reference}.", "",
+                "| torch argument | torch default | optimkit argument | optimkit default | note |",
+                "|---|---|---|---|---|"]
       for arg, parameter in theirs.items():
         if arg in TORCH_IMPLEMENTATION or parameter.kind is inspect.Parameter.VAR_KEYWORD:
           continue
-        mapped = TORCH_NAMES.get(arg, arg)
+        mapped, note = (arg, "") if arg in ours else TORCH_NAMES.get(arg, (arg, ""))
         names = mapped if isinstance(mapped, tuple) else (mapped,)
         present = [n for n in names if n in ours]
         if present:
           mine = ", ".join(_code(n) for n in present)
           default = ", ".join(_cell(_default(ours[n])) for n in present)
+          torch_values = parameter.default if isinstance(parameter.default, tuple) else \
+              (parameter.default,)
+          ours_values = tuple(getattr(ours[n].default, "value", ours[n].default) for n in present)
+          if not note and not _same_values(torch_values, ours_values):
+            note = "**default differs**"
         else:
           mine, default = "-", "-"
-        lines.append(f"| {_code(arg)} | {_cell(_default(parameter))} | {mine} | {default} |")
+          note = note or "no argument of that name"
+        lines.append(f"| {_code(arg)} | {_cell(_default(parameter))} | {mine} | {default} | "
+                     f"{_cell(note)} |")
       lines.append("")
   return "\n".join(lines)
 
@@ -386,11 +418,13 @@ def _escape_text(line: str) -> str:
 
 
 def plain_text_docstring(lines: list[str]) -> list[str]:
-  """Indented blocks that follow text become literal blocks; text is escaped (see above)."""
+  """Indented blocks that follow text become literal blocks, or lists when they start with a
+  bullet; text is escaped (see above)."""
   out: list[str] = []
   protect = None  # the indent whose deeper lines belong to a literal block, directive or field
   created = False  # whether the protected block is a literal block made here
   text_indent = content_indent = None  # of the last line of ordinary text
+  list_parent = None  # the indent of the text an indented list belongs to
   for line in lines:
     stripped = line.strip()
     indent = len(line) - len(line.lstrip())
@@ -404,9 +438,18 @@ def plain_text_docstring(lines: list[str]) -> list[str]:
       if created and out[-1].strip():
         out.append("")
       protect, created = None, False
+    if list_parent is not None and indent <= list_parent:
+      if out[-1].strip():
+        out.append("")  # the list ends
+      list_parent = None
     if text_indent is not None and indent > content_indent:
       if out[-1].strip():
         out.append("")
+      bullet = _BULLET.match(stripped)
+      if bullet and list_parent is None:
+        out.append(line[:indent] + _escape_text(stripped))
+        list_parent, text_indent, content_indent = text_indent, indent, indent + bullet.end()
+        continue
       out += [" " * text_indent + "::", "", line]
       protect, created, text_indent = text_indent, True, None
       continue
