@@ -11,10 +11,12 @@ run in order in one namespace, as a reader would run them.
 from __future__ import annotations
 
 import contextlib
+import doctest
 import importlib
 import io
 import os
 import pathlib
+import pkgutil
 import re
 import subprocess
 import sys
@@ -194,3 +196,70 @@ def _check_every_optimizer_has_a_page_from_the_registry(site: pathlib.Path) -> N
     assert "tested against" in page and "valid range" in page, name
     if info.optax:
       assert f"optax.{info.optax}" in page, name
+
+
+# Names a docstring example may use without defining, because the reader brings them (a model,
+# its params and gradients, the optimizer state): such an example is shown, not run.
+READERS_NAMES = {"model", "params", "grads", "state", "x", "batch", "loss_fn", "logits_fn"}
+
+
+class _ExampleRunner(doctest.DocTestRunner):
+  """Records failures; an example that stops only at a reader's name is left alone."""
+
+  def __init__(self):
+    super().__init__(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    self.problems: list[str] = []
+
+  def report_failure(self, out, test, example, got):
+    self.problems.append(f"{test.name}: {example.source.strip()} printed {got!r}, the "
+                         f"docstring shows {example.want!r}")
+
+  def report_unexpected_exception(self, out, test, example, exc_info):
+    error = exc_info[1]
+    if isinstance(error, NameError) and getattr(error, "name", None) in READERS_NAMES:
+      return
+    self.problems.append(f"{test.name}: {example.source.strip()} raised "
+                         f"{type(error).__name__}: {error}")
+
+
+def _documented_modules() -> list[types.ModuleType]:
+  modules = [optimkit]
+  for package in SUBPACKAGES:
+    module = importlib.import_module(f"optimkit.{package}")
+    modules.append(module)
+    if hasattr(module, "__path__"):  # its implementation modules hold the docstrings
+      modules += [importlib.import_module(f"{module.__name__}.{m.name}")
+                  for m in pkgutil.iter_modules(module.__path__) if not m.name.startswith("_")]
+  return modules
+
+
+def test_the_docstring_examples_run():
+  """The `>>>` examples the API reference shows, run with what their modules import."""
+  import numpy as np
+  import optax
+  from flax import nnx
+  common = {"optimkit": optimkit, "jax": jax, "jnp": jax.numpy, "optax": optax, "np": np,
+            "nnx": nnx}
+  finder = doctest.DocTestFinder(recurse=False)
+  runner = _ExampleRunner()
+  seen: set[int] = set()
+  ran = 0
+  x64 = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", False)
+  try:
+    for module in _documented_modules():
+      for obj in [module] + list(_public(module, top_level=module is optimkit).values()):
+        if id(obj) in seen:
+          continue
+        seen.add(id(obj))
+        name = f"{module.__name__}.{getattr(obj, '__name__', '')}"
+        home = sys.modules.get(getattr(obj, "__module__", None) or "", module)
+        globs = {**vars(home), **common}
+        for test in finder.find(obj, name, module=False, globs=globs):
+          if test.examples:
+            runner.run(test, out=lambda text: None, clear_globs=True)
+            ran += 1
+  finally:
+    jax.config.update("jax_enable_x64", x64)
+  assert ran >= 40, f"only {ran} docstrings with examples found"
+  assert not runner.problems, "\n".join(runner.problems)
