@@ -3,6 +3,7 @@
 On `builder-inited` this writes (each file only when its text changed, stale files removed):
 
   api/optimizers/index.md        the families, each optimizer with its reference and optax name
+  api/optimizers/family-<f>.md   one page per family, listing its optimizers
   api/optimizers/<name>.md       one page per registered optimizer: its docstring (signature,
                                  equations, Args) through autodoc, then tables read from
                                  `optimkit.registry` and its signature: reference, the parity
@@ -137,7 +138,7 @@ def optimizer_page(info: Any, parity: dict[str, tuple[str, str, str]]) -> str:
   signature = inspect.signature(info.make)
   lines = [f"# `{info.name}`", "", "```{eval-rst}", f".. autofunction:: optimkit.{info.name}",
            "```", "", "## At a glance", "", "| | |", "|---|---|",
-           f"| family | [{info.family}](index.md#{info.family.replace('_', '-')}) |",
+           f"| family | [{info.family}](family-{info.family}.md) |",
            f"| tested against | {_cell(info.reference)} |"]
   row = parity.get(info.name) or (parity.get(info.shortcut_of) if info.shortcut_of else None)
   if row:
@@ -176,25 +177,40 @@ def optimizer_page(info: Any, parity: dict[str, tuple[str, str, str]]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _families(registry: Any) -> list[str]:
+  found = {registry.get(n).family for n in registry.names()}
+  return sorted(found, key=lambda f: (list(FAMILIES).index(f) if f in FAMILIES else len(FAMILIES),
+                                      f))
+
+
+def _family_table(registry: Any, family: str, prefix: str) -> list[str]:
+  lines = ["| optimizer | tested against | optax |", "|---|---|---|"]
+  for name in registry.names(family):
+    info = registry.get(name)
+    lines.append(f"| [`{name}`]({prefix}{name}.md) | {_cell(info.reference)} | "
+                 f"{_code('optax.' + info.optax) if info.optax else '-'} |")
+  return lines
+
+
 def optimizers_index(registry: Any) -> str:
   lines = ["# Optimizers", "",
            "Every optimizer declared in `optimkit.optimizers`, by the family `optimkit.registry` "
            "gives it. Each page shows the docstring (equations, defaults, arguments), the "
            "reference implementation it is tested against, the parity error measured, optax's "
            "equivalent and every argument's valid range.", ""]
-  families = sorted({registry.get(n).family for n in registry.names()},
-                    key=lambda f: (list(FAMILIES).index(f) if f in FAMILIES else len(FAMILIES), f))
   toctree = ["```{toctree}", ":hidden:", ""]
-  for family in families:
-    lines += [f"## {family}", "", FAMILIES.get(family, ""), "",
-              "| optimizer | tested against | optax |", "|---|---|---|"]
-    for name in registry.names(family):
-      info = registry.get(name)
-      lines.append(f"| [`{name}`]({name}.md) | {_cell(info.reference)} | "
-                   f"{_code('optax.' + info.optax) if info.optax else '-'} |")
-      toctree.append(name)
-    lines.append("")
+  for family in _families(registry):
+    lines += [f"## [{family}](family-{family}.md)", "", FAMILIES.get(family, ""), ""]
+    lines += _family_table(registry, family, "") + [""]
+    toctree.append(f"family-{family}")
   return "\n".join(lines + toctree + ["```", ""])
+
+
+def family_page(registry: Any, family: str) -> str:
+  lines = [f"# {family}", "", FAMILIES.get(family, ""), ""]
+  lines += _family_table(registry, family, "") + ["", "```{toctree}", ":hidden:", ""]
+  lines += registry.names(family)
+  return "\n".join(lines + ["```", ""])
 
 
 def _transform_modules() -> list[types.ModuleType]:
@@ -315,7 +331,8 @@ def optax_table(registry: Any) -> str:
                    f"{note} |")
     extra = [a for a in ours if a not in theirs]
     if extra:
-      lines += ["", "optimkit only (keyword-only): " + ", ".join(
+      keyword_only = all(ours[a].kind is inspect.Parameter.KEYWORD_ONLY for a in extra)
+      lines += ["", f"optimkit only{' (keyword-only)' if keyword_only else ''}: " + ", ".join(
           f"{_code(a)} = {_default(ours[a])}" for a in extra) + "."]
     lines.append("")
   return "\n".join(lines)
@@ -483,6 +500,9 @@ def generate(app: Any) -> None:
   for name in registry.names():
     _write(root, f"api/optimizers/{name}.md", optimizer_page(registry.get(name), parity), written)
   _write(root, "api/optimizers/index.md", optimizers_index(registry), written)
+  for family in _families(registry):
+    # "family-": a hyphen is in no Python name, so no optimizer's page can clash with it.
+    _write(root, f"api/optimizers/family-{family}.md", family_page(registry, family), written)
   by_module = public_transform_names()
   _write(root, "api/primitives.md", primitives_page(by_module), written)
   _write(root, "api/states.md", states_page(by_module), written)
