@@ -95,8 +95,8 @@ def check_learning_rate(owner: str, value: Any) -> None:
   if callable(value):
     try:
       first = value(0)
-    except Exception:  # pylint: disable=broad-except
-      return  # A schedule that cannot be called eagerly is checked by its own maker.
+    except Exception:  # A schedule that cannot be called eagerly is checked by its own maker.
+      return
     check_range(owner, "learning_rate (at step 0 of the schedule)", first, 0.0)
     return
   check_non_negative(owner, "learning_rate", value)

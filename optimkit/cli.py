@@ -16,8 +16,14 @@ from typing import Sequence
 
 def _compare(args: argparse.Namespace) -> int:
   from optimkit.comparison import (
-      DEFAULT_OPTIMIZERS, QUICK, RECIPES, TaskConfig, markdown_table, run_reference_task,
-      write_reports)
+    DEFAULT_OPTIMIZERS,
+    QUICK,
+    RECIPES,
+    TaskConfig,
+    markdown_table,
+    run_reference_task,
+    write_reports,
+  )
 
   names = [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers \
       else list(DEFAULT_OPTIMIZERS)
@@ -160,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
   compare.add_argument("--data", default=None, help="a text file to train on instead")
   compare.set_defaults(handler=_compare)
 
-  schedule = commands.add_parser("schedule", help="print and draw a built-in learning-rate schedule")
+  schedule = commands.add_parser("schedule",
+                                 help="print and draw a built-in learning-rate schedule")
   schedule.add_argument("name", help="constant, linear, cosine, warmup_cosine, wsd, onecycle, "
                                      "step_decay, exponential, inverse_sqrt, cosine_restarts, "
                                      "polynomial")

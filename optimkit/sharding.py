@@ -159,8 +159,9 @@ def _block_specs(param_shape: tuple, param_spec: tuple, block_size: int, packed:
 def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple,
                      axis_sizes: dict) -> Any:
   """Specs for the arrays of a quantized leaf. Blockwise: the param's leading dims keep their
-  spec, the block dims follow `_block_specs`. Rank-1: codes keep the param's spec (the packed last dim too when each shard holds
-  whole bytes), row maxima the leading spec, column maxima the last dim's."""
+  spec, the block dims follow `_block_specs`. Rank-1: codes keep the param's spec (the packed last
+  dim too when each shard holds whole bytes), row maxima the leading spec, column maxima the last
+  dim's."""
   if isinstance(stored, q.Rank1Quantized):
     last = param_spec[-1]
     packed_last = last if (param_shape[-1] // _axis_size(last, axis_sizes)) % 2 == 0 else None
@@ -183,7 +184,7 @@ def _is_state_leaf(node: Any) -> bool:
 def _matches_params(node: Any, params_def) -> bool:
   try:
     return jax.tree.structure(node, is_leaf=_is_state_leaf) == params_def
-  except Exception:  # pylint: disable=broad-except
+  except Exception:  # any node jax cannot flatten like the params simply does not match them
     return False
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import optax
 
 from optimkit.memory import state_bytes_per_param
+from optimkit.transforms._util import find_state
 from optimkit.transforms.nonfinite import skip_nonfinite
 from optimkit.transforms.schedule_free import ScheduleFreeState, schedule_free_eval_params
-from optimkit.transforms._util import find_state
 
 LossFn = Callable[[Any, Any], jax.Array]  # (params, batch) -> scalar loss
 

@@ -95,7 +95,7 @@ def _annotation_text(parameter: inspect.Parameter) -> str:
 def _is_numeric(parameter: inspect.Parameter) -> bool:
   """Whether the annotation says the argument is a number (or a schedule of one)."""
   text = _annotation_text(parameter).replace(" ", "")
-  if text.startswith("tuple") or text.startswith("Sequence"):
+  if text.startswith(("tuple", "Sequence")):
     return False
   words = set(text.replace("|", ",").replace("[", ",").replace("]", ",").split(","))
   return bool(words & {"float", "int", "ScalarOrSchedule", "Optional[float]", "Optional[int]"})

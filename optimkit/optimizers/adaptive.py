@@ -11,8 +11,7 @@ from typing import Any
 
 import optax
 
-from optimkit.optimizers._declare import (
-    Mask, ScalarOrSchedule, optimizer, shortcut, storage_of)
+from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, shortcut, storage_of
 from optimkit.state.storage import StorageLike
 from optimkit.transforms._util import uses_previous_ema
 from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini

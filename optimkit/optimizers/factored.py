@@ -6,8 +6,7 @@ from typing import Any
 
 import optax
 
-from optimkit.optimizers._declare import (
-    Mask, ScalarOrSchedule, optimizer, storage_of, structural)
+from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of, structural
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.factored import scale_by_factored_rms, scale_by_relative_step_size
 from optimkit.transforms.moments import scale_by_ema
@@ -80,7 +79,8 @@ def adafactor(
   parts = [
       scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps,
                             clipping_threshold),
-      scale_by_relative_step_size(learning_rate, relative_step, multiply_by_parameter_scale, eps_scale),
+      scale_by_relative_step_size(learning_rate, relative_step, multiply_by_parameter_scale,
+                                  eps_scale),
   ]
   if momentum is not None:
     parts.append(scale_by_ema(momentum, state_storage=momentum_storage))

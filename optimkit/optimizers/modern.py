@@ -22,8 +22,8 @@ import optax
 
 from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of
 from optimkit.state.storage import StorageLike
-from optimkit.transforms.adopt import add_decayed_weights_after_first_step, scale_by_adopt
 from optimkit.transforms.ademamix import scale_by_ademamix, scale_by_simplified_ademamix
+from optimkit.transforms.adopt import add_decayed_weights_after_first_step, scale_by_adopt
 from optimkit.transforms.came import scale_by_came
 from optimkit.transforms.mars import scale_by_mars
 from optimkit.transforms.moments import scale_by_adam

@@ -11,8 +11,7 @@ from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, stor
 from optimkit.state import storage
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.moments import adam_direction, scale_by_adam
-from optimkit.transforms.schedule_free import (
-    schedule_free, schedule_free_with_recomputed_direction)
+from optimkit.transforms.schedule_free import schedule_free, schedule_free_with_recomputed_direction
 
 
 @optimizer(family="schedule_free", typical_lr=2.5e-3, optax="contrib.schedule_free_adamw",

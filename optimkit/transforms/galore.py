@@ -45,7 +45,7 @@ Projection", ICML 2024, https://arxiv.org/abs/2403.03507; code: galore-torch 1.0
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -19,8 +19,9 @@ the two differ by at most eps in the denominator (far below float64 resolution o
 and parity with the authors' code holds; Hutchinson estimates can be negative on non-convex
 losses, where gamma * h + eps flips the sign of the step (ascent) while max(gamma * h, eps) gives
 a clipped sign step, as the paper intends. The batch factor B is part of h (the authors multiply
-by the batch size at step time, the same for a fixed batch size). The authors' nanoGPT script first refreshes h after k steps; here the first refresh
-is at step 0 as in the paper's Algorithm 3, so that the first k steps are not pure sign descent.
+by the batch size at step time, the same for a fixed batch size). The authors' nanoGPT script
+first refreshes h after k steps; here the first refresh is at step 0 as in the paper's
+Algorithm 3, so that the first k steps are not pure sign descent.
 Checked against `sophia-opt` (the authors' SophiaG) driven with the same labels.
 
 Randomness: the estimators need a PRNG key. Pass `key=` to `update` (the caller's key, which
@@ -157,7 +158,8 @@ def scale_by_sophia(
   if isinstance(estimator, str):
     if estimator not in ESTIMATORS:
       raise ValueError(
-          f"{owner}: estimator must be one of {sorted(ESTIMATORS)} or a callable, got {estimator!r}")
+          f"{owner}: estimator must be one of {sorted(ESTIMATORS)} or a callable, "
+          f"got {estimator!r}")
     estimate = ESTIMATORS[estimator]
   elif callable(estimator):
     estimate = estimator
