@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def memory_table(total_params: float, names: Sequence[str]) -> list[dict]:
     maker = getattr(optimkit.optimizers, name, None)
     if maker is None or name.startswith("_"):
       raise ValueError(f"unknown optimizer {name!r}")
-    kwargs = {"state_storage": storage} if storage else {}
+    kwargs: dict[str, Any] = {"state_storage": storage} if storage else {}
     if name == "sgd":
       kwargs["momentum"] = 0.9
     tx = maker(**kwargs)

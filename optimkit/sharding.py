@@ -165,14 +165,16 @@ def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple,
   if isinstance(stored, q.Rank1Quantized):
     last = param_spec[-1]
     packed_last = last if (param_shape[-1] // _axis_size(last, axis_sizes)) % 2 == 0 else None
-    return q.Rank1Quantized(codes=param_spec[:-1] + (packed_last,), row_max=param_spec[:-1],
-                            col_max=(last,))
+    # The stored leaf's own NamedTuple, holding a spec per array (hence the type: ignores).
+    return q.Rank1Quantized(codes=param_spec[:-1] + (packed_last,),  # type: ignore[arg-type]
+                            row_max=param_spec[:-1],  # type: ignore[arg-type]
+                            col_max=(last,))  # type: ignore[arg-type]
   split = stored.absmax.ndim - 1
   block_size = q.block_size_of(stored, param_shape)
   blocks, within = _block_specs(param_shape, param_spec, block_size,
                                 block_size != stored.codes.shape[-1], axis_sizes)
-  return q.BlockQuantized(codes=param_spec[:split] + (blocks, within),
-                          absmax=param_spec[:split] + (blocks,))
+  return q.BlockQuantized(codes=param_spec[:split] + (blocks, within),  # type: ignore[arg-type]
+                          absmax=param_spec[:split] + (blocks,))  # type: ignore[arg-type]
 
 
 def _is_state_leaf(node: Any) -> bool:

@@ -88,7 +88,7 @@ def run_optimizer(
     tx: optax.GradientTransformation,
     loss_fn: LossFn,
     params: Any,
-    batches: Sequence[Any],
+    batches: Sequence[Any] | np.ndarray,
     eval_fn: Callable[[Any], float] | None = None,
     eval_every: int = 100,
     logits_fn: Callable[[Any, Any], jax.Array] | None = None,

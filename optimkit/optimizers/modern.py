@@ -314,7 +314,8 @@ def mars(
       "adamw": optax.chain(
           scale_by_adam(b1_1d, b2_1d, eps, state_storage=state_storage),
           optax.add_decayed_weights(weight_decay_1d, mask),
-          optax.scale_by_learning_rate(learning_rate * lr_1d_factor)),
+          # learning_rate is an array here (the decorator passes a schedule's value).
+          optax.scale_by_learning_rate(learning_rate * lr_1d_factor)),  # type: ignore[operator]
   }, labels)
 
 

@@ -66,7 +66,7 @@ class GaLoreState(NamedTuple):
     inner_state: the wrapped optimizer's state, for the projected shapes.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   projectors: Any
   inner_state: Any
 

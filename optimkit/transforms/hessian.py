@@ -59,7 +59,7 @@ class SophiaState(NamedTuple):
     unclipped_fraction: share of coordinates not clipped, measured at the last Hessian refresh.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   hessian: Any
   key: jax.Array
@@ -72,7 +72,7 @@ def hutchinson(params: Any, key: jax.Array, *, loss_fn: Callable[[Any], jax.Arra
   del unused
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, max(len(leaves), 1))
-  probes = treedef.unflatten([
+  probes = jax.tree.unflatten(treedef, [
       jax.random.rademacher(k, leaf.shape, dtype=leaf.dtype) for k, leaf in zip(keys, leaves)
   ])
   _, hessian_probe = jax.jvp(jax.grad(loss_fn), (params,), (probes,))
@@ -103,7 +103,7 @@ def gauss_newton_bartlett(params: Any, key: jax.Array, *,
   return jax.tree.map(lambda g: positions * g * g, sampled_grad)
 
 
-ESTIMATORS = {"hutchinson": hutchinson, "gnb": gauss_newton_bartlett}
+ESTIMATORS: dict[str, Callable[..., Any]] = {"hutchinson": hutchinson, "gnb": gauss_newton_bartlett}
 # The extra argument each built-in estimator needs, who needs it, and what it is.
 _NEEDS = {
     "gnb": ("logits_fn", "the Gauss-Newton-Bartlett estimator (estimator='gnb', Sophia-G)",

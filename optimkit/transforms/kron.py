@@ -79,7 +79,7 @@ class KronState(NamedTuple):
     key: raw PRNG key data (uint32) used when no key is passed to update; zeros without a seed.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   factors: Any
   update_counter: jax.Array

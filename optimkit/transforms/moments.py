@@ -104,7 +104,7 @@ def scale_by_ema(decay: float = 0.9, state_storage: StorageLike = "float32"
 class AdamState(NamedTuple):
   """State of `scale_by_adam`: step count, first moment `mu`, second moment `nu`."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 
@@ -224,7 +224,7 @@ class RMSPropState(NamedTuple):
   """State of `scale_by_rms`: EMA of g^2 (`nu`), of g when centered (`mu`), momentum buffer,
   and the step count (for `bias_correction`)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   nu: Any
   mu: Any
   velocity: Any

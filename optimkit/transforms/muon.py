@@ -109,7 +109,7 @@ DimensionNumbers = Any  # None | MuonDimensionNumbers | tree of them | callable 
 class MuonState(NamedTuple):
   """State of `scale_by_muon`: the step count and the momentum, shaped like the params."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   momentum: Any
 
 

@@ -42,7 +42,7 @@ class ScheduleFreeState(NamedTuple):
     b1: the interpolation b1 of the last step, needed to recover x for evaluation.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   z: Any
   weight_sum: jax.Array
   lr_max: jax.Array

@@ -86,7 +86,7 @@ class ShampooState(NamedTuple):
     graft_momentum: momentum of the grafting update (used before start_preconditioning_step).
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   statistics: Any
   roots: Any
   graft_nu: Any
@@ -140,6 +140,7 @@ def _matrix_power(matrix: jax.Array, p: int) -> jax.Array:
     p >>= 1
     if p:
       base = jnp.matmul(base, base, precision=_HIGHEST)
+  assert result is not None, "_matrix_power needs p >= 1"
   return result
 
 

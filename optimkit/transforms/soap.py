@@ -79,7 +79,7 @@ class SOAPState(NamedTuple):
     bases: the eigenbases Q_i in use, shaped as `statistics`.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
   statistics: Any
