@@ -124,9 +124,10 @@ def count_spikes(train_loss: Sequence[float], window: int = SPIKE_WINDOW,
 
 
 def largest_spike(train_loss: Sequence[float], window: int = SPIKE_WINDOW) -> float:
-  """The largest jump of the training loss above the median of the `window` steps before."""
+  """The largest jump of the training loss above the median of the `window` steps before (NaN
+  for a run no longer than the window)."""
   jumps = loss_jumps(train_loss, window)
-  return float(np.max(jumps)) if jumps.size else 0.0
+  return float(np.max(jumps)) if jumps.size else math.nan
 
 
 @dataclass

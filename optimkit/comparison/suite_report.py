@@ -35,7 +35,9 @@ def _sweep_text(c: CandidateResult, metric: str) -> str:
 
 
 def _number(x: float) -> str:
-  return f"{x:.4f}" if math.isfinite(x) else "diverged"
+  if not math.isfinite(x) or abs(x) > 1e4:
+    return "diverged"
+  return f"{x:.4f}"
 
 
 def task_table(task_result: TaskResult, timings: bool = True) -> str:
@@ -93,10 +95,12 @@ def markdown(result: SuiteResult, timings: bool = True) -> str:
               f"Target: {target}. Skipped: non-finite steps per seed; spikes: steps whose "
               f"training loss jumps > 0.5 nats above the median of the 20 before, per seed; "
               f"largest spike: the largest such jump (nats).",
-              "", task_table(task_result, timings), "", "Sweeps (validation "
-              f"{'error' if task.metric == 'error' else 'loss'} at seed 0 per learning rate):",
-              ""]
-    parts += [f"- {c.label}: {_sweep_text(c, task.metric)}" for c in task_result.candidates]
+              "", task_table(task_result, timings), ""]
+    if task.sweep:
+      parts += [f"Sweeps (validation {task.metric} at seed 0 per learning rate):", ""]
+      parts += [f"- {c.label}: {_sweep_text(c, task.metric)}" for c in task_result.candidates]
+    else:
+      parts += ["Not tuned: the learning rate is the scenario."]
   if timings:
     parts += ["", f"Machine: {s['machine']}; jax {s['versions']['jax']}, optax "
               f"{s['versions']['optax']}; {s['date']}. This invocation: {result.fresh_runs} runs "

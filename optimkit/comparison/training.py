@@ -137,7 +137,7 @@ class Trainer:
     batches = problem.train_batches(seed)
     chunks = [(start, min(start + every, steps)) for start in range(0, steps, every)]
     compile_seconds = 0.0
-    for start, stop in {(0, every), chunks[-1]}:  # at most two chunk lengths
+    for start, stop in {chunks[0], chunks[-1]}:  # at most two chunk lengths
       piece = jax.tree.map(lambda b: jnp.asarray(b[start:stop]), batches)
       compile_seconds += self._compile(params, state, piece, key)
 

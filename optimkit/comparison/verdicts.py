@@ -246,7 +246,7 @@ def _percent(x: float) -> str:
 
 def describe_sample(sample: Sample, quantity: str) -> str:
   digits = {"final": 4, "steps": 0, "seconds": 1, "spike": 3}[quantity]
-  if sample.n == 0:
+  if sample.n == 0 or all(math.isnan(v) for v in sample.values):
     return "-"
   text = f"{sample.mean:.{digits}f}"
   if sample.n >= 2:
