@@ -86,7 +86,7 @@ class Budget:
   name: str
   lm: LMSetting
   digits: DigitsSetting
-  large_batch_factor: int
+  large_batch_factor: int  # divides the LM's steps and eval_every (whole chunks)
   grid_base: float
   grid_exponents: tuple[int, ...]
   extensions: int
@@ -105,7 +105,7 @@ FULL = Budget(
 QUICK = Budget(
     name="quick",
     lm=LMSetting(ModelConfig(seq_len=32, d_model=32, num_heads=2, num_layers=2), batch_size=8,
-                 steps=200, eval_every=20, eval_batches=4),
+                 steps=192, eval_every=16, eval_batches=4),
     digits=DigitsSetting(batch_size=16, steps=600, eval_every=50, channels=(8, 16)),
     large_batch_factor=8, grid_base=3.0, grid_exponents=(-1, 0, 1), extensions=1)
 
