@@ -167,6 +167,7 @@ class _Toy:
     dict(spec="adafactor"),  # a constant rate, as a schedule
     dict(spec="schedule_free_adamw"),  # the rate also weights the average
     dict(spec="sophia"),  # logits_fn and a PRNG key
+    dict(spec="muon"),  # the same schedule also drives the AdamW leaves (adam_learning_rate=None)
 ])
 def test_one_compiled_step_per_candidate_equals_building_it_at_each_rate(spec):
   """The suite feeds each run's learning rate through the optimizer state; that must train
@@ -241,7 +242,7 @@ def test_suite_on_toy_tasks_shares_runs_extends_grids_and_judges(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
-# End to end through the command line, at the tiny budget of tests/comparison/suite_worker.py.
+# End to end through the command line, at the tiny budget of tests/comparison/tiny_cli.py.
 
 # The CNN task's two SGD candidates: they compile faster than the transformer's (the compare
 # job's own tests cover the LM; the in-process test above covers targets and shared runs).
@@ -251,10 +252,11 @@ TOTAL_RUNS = 8  # 2 candidates x (2 rates, 1 past the grid's edge, 1 more seed)
 
 def _suite(out, compile_cache, kill_after=None):
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(compile_cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
   if kill_after is not None:
     env["KILL_AFTER_RUNS"] = str(kill_after)
-  return subprocess.run([sys.executable, "-m", "tests.comparison.suite_worker", *SUITE_ARGS,
+  return subprocess.run([sys.executable, "-m", "tests.comparison.tiny_cli", *SUITE_ARGS,
                          "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=900)
 
