@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the decision guide: every task, tuned learning rates, several "
                             "seeds, verdicts on the folklore (resumable)")
   compare.add_argument("--budget", choices=("quick", "full"), default=None,
-                       help="--suite size: quick (about 5 minutes on 2 cores) or full (about "
+                       help="--suite size: quick (about 8 CPU-minutes) or full (about "
                             "an hour); default quick")
   compare.add_argument("--tasks", default=None,
                        help="--suite tasks, comma-separated (default: lm,digits,lm_large_batch,"
