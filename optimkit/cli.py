@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--suite seeds per optimizer at its chosen rate (default 3)")
   compare.set_defaults(handler=_compare)
 
-  schedule = commands.add_parser("schedule", help="print and draw a built-in learning-rate schedule")
+  schedule = commands.add_parser("schedule",
+                                 help="print and draw a built-in learning-rate schedule")
   schedule.add_argument("name", help="constant, linear, cosine, warmup_cosine, wsd, onecycle, "
                                      "step_decay, exponential, inverse_sqrt, cosine_restarts, "
                                      "polynomial")

@@ -76,6 +76,11 @@ def _eval_params(state: Any, params: Any) -> Any:
   return params
 
 
+def _slice(batches: Any, start: int, stop: int) -> Any:
+  """Steps [start, stop) of every leaf of `batches` (leading axis: steps), as device arrays."""
+  return jax.tree.map(lambda b: jnp.asarray(b[start:stop]), batches)
+
+
 class Trainer:
   """The compiled train and evaluation steps of one candidate on one problem."""
 
@@ -138,7 +143,7 @@ class Trainer:
     chunks = [(start, min(start + every, steps)) for start in range(0, steps, every)]
     compile_seconds = 0.0
     for start, stop in {chunks[0], chunks[-1]}:  # at most two chunk lengths
-      piece = jax.tree.map(lambda b: jnp.asarray(b[start:stop]), batches)
+      piece = _slice(batches, start, stop)
       compile_seconds += self._compile(params, state, piece, key)
 
     def measure(params, state, data):
@@ -151,7 +156,7 @@ class Trainer:
     params, state = jax.tree.map(jnp.copy, (params, state))
     elapsed = 0.0
     for start, stop in chunks:
-      piece = jax.tree.map(lambda b: jnp.asarray(b[start:stop]), batches)
+      piece = _slice(batches, start, stop)
       begin = time.perf_counter()
       params, state, losses = self._compiled[stop - start](params, state, piece,
                                                            jnp.asarray(start), key)

@@ -186,7 +186,8 @@ def test_one_compiled_step_per_candidate_equals_building_it_at_each_rate(spec):
     @jax.jit
     def step(params, state, batch, i):
       loss, grads = jax.value_and_grad(problem.loss)(params, batch)
-      updates, state = tx.update(grads, state, params, key=jax.random.fold_in(key, i),
+      # Compiled and called within this iteration: tx and key are this rate's.
+      updates, state = tx.update(grads, state, params, key=jax.random.fold_in(key, i),  # noqa: B023
                                  loss_fn=lambda p: problem.loss(p, batch),
                                  logits_fn=lambda p: problem.logits(p, batch))
       return optax.apply_updates(params, updates), state, loss
