@@ -57,6 +57,21 @@ def holds_variables(tree: Any) -> bool:
              jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, variable)))
 
 
+def values_of(tree: Any) -> Any:
+  """`tree` with every Flax `Variable` replaced by its value (the containers kept)."""
+  variable = _variable_type()
+  if variable is None:
+    return tree
+  return jax.tree.map(lambda x: x.get_value() if isinstance(x, variable) else x, tree,
+                      is_leaf=lambda x: isinstance(x, variable))
+
+
+def like(structure_of: Any, values: Any) -> Any:
+  """`values` (a tree of plain arrays) in the tree structure of `structure_of`, whose array
+  leaves correspond one to one (a `Variable` there wraps exactly one array)."""
+  return jax.tree.unflatten(jax.tree.structure(structure_of), jax.tree.leaves(values))
+
+
 def _mesh_and_spec(variable: Any) -> tuple[Any, PartitionSpec]:
   """A parameter Variable's mesh (None if none is known) and spec: its `out_sharding` metadata
   (through the logical axis rules in force, as Flax reads it), else its value's sharding."""

@@ -375,6 +375,16 @@ def with_explicit_axes(tx: optax.GradientTransformation) -> optax.GradientTransf
     return jax.sharding.auto_axes(tx.init, out_sharding=shardings)(params)
 
   def update_fn(updates, state, params=None, **extra_args):
+    from optimkit import flax as flax_support  # imports no Flax itself
+
+    if flax_support.holds_variables((updates, state, params)):
+      # Gradients and params as `nnx.split` returns them (Variables): the algorithm runs on the
+      # values, so the state is the one `init` made from the values whatever the caller holds;
+      # the updates and state come back in the containers they came in.
+      new_updates, new_state = update_fn(
+          flax_support.values_of(updates), flax_support.values_of(state),
+          flax_support.values_of(params), **extra_args)
+      return flax_support.like(updates, new_updates), flax_support.like(state, new_state)
     if not _explicitly_sharded((updates, state, params)):
       return tx.update(updates, state, params, **extra_args)
     types = jax.tree.map(lambda leaf: jax.typeof(leaf).sharding, (updates, state))
