@@ -10,6 +10,7 @@ from optimkit.optimizers.adaptive import (
     adam, adam_mini, adams, adamw, adamw_4bit, adamw_8bit, adan, radam, ranger, stable_adamw)
 from optimkit.optimizers.classic import adagrad, rmsprop, sgd
 from optimkit.optimizers.factored import adafactor
+from optimkit.optimizers.kronecker import kron, shampoo, soap
 from optimkit.optimizers.lr_free import dadapt_adamw, prodigy
 from optimkit.optimizers.modern import adopt, ademamix, came, mars, simplified_ademamix
 from optimkit.optimizers.schedule_free import schedule_free_adamw, schedule_free_sgd
