@@ -150,5 +150,10 @@ from optimkit.transforms import (
     weight_decay_mask,
 )
 from optimkit.transforms.muon import MuonState, muon_labels, scale_by_muon
+# Kronecker-factored preconditioners: Shampoo, SOAP, PSGD Kron (issue 17).
+from optimkit.optimizers.kronecker import kron, shampoo, soap
+from optimkit.transforms.kron import KronState, precond_update_prob_schedule, scale_by_kron
+from optimkit.transforms.shampoo import ShampooState, scale_by_shampoo
+from optimkit.transforms.soap import SOAPState, scale_by_soap
 
 __version__ = "0.2.0"

@@ -243,7 +243,8 @@ def _schedule(args: argparse.Namespace) -> int:
 
 DEFAULT_MEMORY_OPTIMIZERS = (
     "adamw,adamw:bfloat16,adamw:8bit,adamw:4bit,lion,lion:8bit,adafactor,sgd,adam_mini,adams,"
-    "sophia,schedule_free_adamw,adan,muon,muon:8bit")
+    "sophia,schedule_free_adamw,adan,muon,muon:8bit,shampoo,shampoo:8bit,soap,soap:8bit,kron,"
+    "kron:8bit")
 
 
 def memory_table(total_params: float, names: Sequence[str]) -> list[dict]:

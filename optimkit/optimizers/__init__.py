@@ -28,6 +28,7 @@ from optimkit.optimizers.adaptive import (
 )
 from optimkit.optimizers.classic import adagrad, rmsprop, sgd
 from optimkit.optimizers.factored import adafactor
+from optimkit.optimizers.kronecker import kron, shampoo, soap
 from optimkit.optimizers.lr_free import dadapt_adamw, prodigy
 from optimkit.optimizers.matrix import muon
 from optimkit.optimizers.modern import ademamix, adopt, came, mars, simplified_ademamix

@@ -370,7 +370,7 @@ def scale_by_kron(
         h = lay.to_blocks(debiased if momentum_into_precond_update else x)
         h, noise = damped(lay, h, noise)
         damped_inputs.append(h)
-        if lay.n_blocks and lay.rank:
+        if lay.n_blocks and lay.rank and 0 not in lay.block:  # (an empty leaf: nothing to fit)
           leaf_factors = _balanced(leaf_factors)
           leaf_factors = _updated_factors(lay, leaf_factors, h, noise, precond_lr)
         new.append([f.astype(old.dtype) for f, old in zip(leaf_factors, factors[len(new)])])
