@@ -95,8 +95,8 @@ def check_learning_rate(owner: str, value: Any) -> None:
   if callable(value):
     try:
       first = value(0)
-    except Exception:  # pylint: disable=broad-except
-      return  # A schedule that cannot be called eagerly is checked by its own maker.
+    except Exception:  # A schedule that cannot be called eagerly is checked by its own maker.
+      return
     check_range(owner, "learning_rate (at step 0 of the schedule)", first, 0.0)
     return
   check_non_negative(owner, "learning_rate", value)
@@ -117,7 +117,7 @@ def first_mismatch(given: Any, expected: Any, given_name: str = "gradient",
   """Describes the first path where the two trees differ in structure or leaf shape."""
   given_leaves, given_def = jax.tree_util.tree_flatten_with_path(given)
   expected_leaves, expected_def = jax.tree_util.tree_flatten_with_path(expected)
-  if given_def == expected_def:
+  if given_def == expected_def:  # type: ignore[operator]  # PyTreeDef's stub lacks __eq__
     for (path, leaf), (_, wanted) in zip(given_leaves, expected_leaves):
       if hasattr(leaf, "shape") and hasattr(wanted, "shape") and leaf.shape != wanted.shape:
         return (f"at {jax.tree_util.keystr(path) or '<root>'}: the {given_name} has shape "
@@ -193,8 +193,8 @@ def check_state_matches(owner: str, state: Any, expected: Any) -> None:
   problem = first_mismatch(state, expected, "given state", "expected state")
   if problem is None:
     return
-  if jax.tree.structure(state) != jax.tree.structure(expected) and \
-      _named_shapes(state) == _named_shapes(expected):
+  restructured = jax.tree.structure(state) != jax.tree.structure(expected)  # type: ignore[operator]
+  if restructured and _named_shapes(state) == _named_shapes(expected):
     return  # re-wrapped containers, the same leaves under the same names
   raise TreeMismatchError(
       f"{owner}: the state passed to update() is not this optimizer's state for these "
@@ -212,7 +212,7 @@ _POSITIVE = dict(low=0.0, low_inclusive=False)
 _COUNT = dict(low=0, integer=True)
 _PERIOD = dict(low=1, integer=True)
 
-KNOWN_RANGES = {
+KNOWN_RANGES: dict[str, dict[str, Any]] = {
     "b1": _BETA, "b2": _BETA, "b3": _BETA, "decay": _BETA, "momentum": _BETA,
     "weight_decay_rate": _NON_NEGATIVE, "clip_threshold": _POSITIVE,
     "decay_offset": _COUNT, "min_dim_size_to_factor": _COUNT, "update_interval": _PERIOD,

@@ -71,8 +71,9 @@ def abstract_state(tx: optax.GradientTransformation, params: Any, mesh=None, spe
                    zero1_axis: str | None = None) -> Any:
   """ShapeDtypeStructs of `tx.init(params)`, each carrying its derived sharding."""
   shapes = jax.eval_shape(tx.init, params)
-  if mesh is None and not any(isinstance(getattr(leaf, "sharding", None), jax.sharding.NamedSharding)
-                              for leaf in jax.tree.leaves(params)):
+  if mesh is None and not any(
+      isinstance(getattr(leaf, "sharding", None), jax.sharding.NamedSharding)
+      for leaf in jax.tree.leaves(params)):
     # Params on one device (no mesh): the state goes to the default device.
     return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype,
                                                           sharding=_default_device()), shapes)

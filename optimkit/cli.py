@@ -2,40 +2,190 @@
 
     optimkit compare [--optimizers adamw,lion,...] [--steps N] [--seed S] [--out DIR]
                      [--quick] [--lr-sweep] [--data FILE]
+    optimkit compare --suite [--budget quick|full] [--tasks lm,digits,...] [--seeds N]
+                     [--optimizers ...] [--out DIR] [--data FILE]
     optimkit schedule NAME --peak LR --steps N [--warmup N] [--end LR] [--out FILE.png]
     optimkit memory --params 7e9 [--optimizers adamw,adamw:8bit,lion,...]
+
+Bad input (an optimizer name that is not in `optimkit.registry`, an empty name, a missing
+`--data` file, an `--out` whose parent directory does not exist) is one line on stderr and exit
+status 2, before anything is trained.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
+
+
+class UsageError(ValueError):
+  """Bad command-line input: reported as one line and exit status 2."""
+
+
+def _fail(command: str, error: Exception) -> int:
+  print(f"optimkit {command}: {' '.join(str(error).split())}", file=sys.stderr)
+  return 2
+
+
+def parse_optimizer_names(text: str, flag: str = "--optimizers",
+                          allow_storage: bool = False) -> list[str]:
+  """Comma-separated optimizer names (with `allow_storage`, each may be `name:storage`), each a
+  registered optimizer; raises ValueError naming the bad one and listing the valid names."""
+  from optimkit import registry
+
+  names = [name.strip() for name in text.split(",")]
+  if not any(names):
+    raise UsageError(f"{flag} is empty; give comma-separated optimizer names, e.g. adamw,lion")
+  for name in names:
+    if not name:
+      raise UsageError(f"{flag} {text!r} has an empty name; remove the extra comma")
+    base, _, storage = name.partition(":")
+    if storage and not allow_storage:
+      raise UsageError(f"{flag}: {name!r}: a storage suffix (:{storage}) is not accepted here")
+    try:
+      registry.get(base)
+    except ValueError as error:
+      raise UsageError(f"{flag}: {error}") from None
+  return names
+
+
+def check_output_directory(out: str, flag: str = "--out") -> None:
+  """A directory to write into: it may not exist yet (it is created), but its parent must, so
+  a mistyped path fails now rather than after the run."""
+  path = Path(out)
+  if path.exists() and not path.is_dir():
+    raise UsageError(f"{flag} {out}: exists and is not a directory")
+  _check_directory(path if path.is_dir() else path.parent, flag, out)
+
+
+def check_output_file(out: str, flag: str = "--out") -> None:
+  """A file to write: its directory must exist."""
+  path = Path(out)
+  if path.is_dir():
+    raise UsageError(f"{flag} {out}: is a directory; give a file name")
+  _check_directory(path.parent, flag, out)
+
+
+def _check_directory(directory: Path, flag: str, out: str) -> None:
+  if not directory.is_dir():
+    raise UsageError(f"{flag} {out}: directory {directory} does not exist")
+  if not os.access(directory, os.W_OK):
+    raise UsageError(f"{flag} {out}: directory {directory} is not writable")
+
+
+def check_data_file(data: str | None) -> None:
+  if data is None:
+    return
+  if not Path(data).is_file():
+    raise UsageError(f"--data {data}: no such file")
+  from optimkit.comparison.data import TextData
+
+  TextData.load(data)  # ValueError when the text is too short to split
+
+
+SUITE_ONLY = ("tasks", "seeds", "budget")
+NOT_FOR_SUITE = ("steps", "quick", "lr_sweep", "seed")
+
+
+def _check_compare_flags(args: argparse.Namespace) -> None:
+  flag = lambda name: "--" + name.replace("_", "-")
+  given = lambda name: getattr(args, name) is not None and getattr(args, name) is not False
+  if args.suite:
+    extra = [flag(n) for n in NOT_FOR_SUITE if given(n)]
+    if extra:
+      raise UsageError(f"{', '.join(extra)}: not used with --suite, which sets steps, learning "
+                       "rates and seeds from --budget and --seeds")
+    if args.seeds is not None and args.seeds < 1:
+      raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+  else:
+    extra = [flag(n) for n in SUITE_ONLY if given(n)]
+    if extra:
+      raise UsageError(f"{', '.join(extra)}: only used with --suite")
+  if args.steps is not None and args.steps < 1:
+    raise UsageError(f"--steps must be >= 1, got {args.steps}")
+  check_output_directory(args.out)
+  check_data_file(args.data)
+
+
+def _parse_tasks(text: str | None) -> list[str]:
+  from optimkit.comparison.tasks import TASK_NAMES
+
+  if text is None:
+    return list(TASK_NAMES)
+  names = [name.strip() for name in text.split(",")]
+  if not all(names):
+    raise UsageError(f"--tasks {text!r} has an empty name; choose from {', '.join(TASK_NAMES)}")
+  unknown = [name for name in names if name not in TASK_NAMES]
+  if unknown:
+    raise UsageError(f"--tasks: unknown {', '.join(unknown)}; choose from "
+                     f"{', '.join(TASK_NAMES)}")
+  if "digits" in names:
+    try:
+      import sklearn  # noqa: F401  (the digits task reads the copy scikit-learn ships)
+    except ImportError:
+      raise UsageError("the digits task needs scikit-learn: pip install 'optimkit[suite]', or "
+                       "leave it out with --tasks") from None
+  return names
+
+
+def _use_compilation_cache(directory: Path) -> None:
+  """Keeps compiled train steps in `directory` (JAX's persistent cache), so that a resumed or
+  repeated suite loads them instead of compiling again; a cache directory the user configured
+  (JAX_COMPILATION_CACHE_DIR) is left as it is."""
+  import jax
+
+  if not jax.config.jax_compilation_cache_dir:  # type: ignore[attr-defined]  # a config option
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+
+
+def _suite(args: argparse.Namespace, names: list[str] | None, tasks: list[str]) -> int:
+  from optimkit.comparison.suite import run_suite
+  from optimkit.comparison.suite_report import markdown, write_suite_reports
+  from optimkit.comparison.tasks import BUDGETS
+
+  budget = BUDGETS[args.budget or "quick"]
+  _use_compilation_cache(Path(args.out) / "xla-cache")
+  print(f"optimkit compare --suite: budget {budget.name}, tasks {', '.join(tasks)}, "
+        f"results cached in {Path(args.out) / 'runs'} (rerun the same command to resume)",
+        file=sys.stderr)
+  result = run_suite(args.out, budget, tasks, names, args.seeds, args.data)
+  print(markdown(result))
+  for kind, path in write_suite_reports(result, args.out).items():
+    print(f"wrote {kind}: {path}")
+  return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
   from optimkit.comparison import (
-      DEFAULT_OPTIMIZERS, QUICK, RECIPES, TaskConfig, markdown_table, run_reference_task,
-      write_reports)
+    DEFAULT_OPTIMIZERS,
+    QUICK,
+    TaskConfig,
+    markdown_table,
+    run_reference_task,
+    write_reports,
+  )
 
-  names = [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers \
-      else list(DEFAULT_OPTIMIZERS)
-  unknown = [n for n in names if n not in RECIPES]
-  if unknown:
-    print(f"optimkit compare: unknown optimizers {unknown}; choose from {sorted(RECIPES)}",
-          file=sys.stderr)
-    return 2
+  try:
+    _check_compare_flags(args)
+    names = parse_optimizer_names(args.optimizers) if args.optimizers is not None else None
+    tasks = _parse_tasks(args.tasks) if args.suite else []
+  except ValueError as error:
+    return _fail("compare", error)
+  if args.suite:
+    return _suite(args, names, tasks)
+  names = names or list(DEFAULT_OPTIMIZERS)
+  seed = args.seed or 0
   config = QUICK if args.quick else TaskConfig()
   if args.steps is not None:
-    if args.steps < 1:
-      print(f"optimkit compare: --steps must be >= 1, got {args.steps}", file=sys.stderr)
-      return 2
     config = replace(config, steps=args.steps, eval_every=max(1, min(config.eval_every,
                                                                      args.steps)))
   print(f"optimkit compare: {', '.join(names)} for {config.steps} steps "
-        f"({'quick' if args.quick else 'default'} setting, seed {args.seed})", file=sys.stderr)
-  results, setting = run_reference_task(names, config, seed=args.seed, data_path=args.data,
+        f"({'quick' if args.quick else 'default'} setting, seed {seed})", file=sys.stderr)
+  results, setting = run_reference_task(names, config, seed=seed, data_path=args.data,
                                         lr_sweep=args.lr_sweep)
   print(markdown_table(results))
   paths = write_reports(results, setting, args.out)
@@ -76,10 +226,10 @@ def _schedule(args: argparse.Namespace) -> int:
 
   warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
   try:
+    check_output_file(args.out)
     schedule = schedule_from_cli(args.name, args.peak, args.steps, warmup, args.end)
   except ValueError as error:
-    print(f"optimkit schedule: {error}", file=sys.stderr)
-    return 2
+    return _fail("schedule", error)
   samples = sorted(set(np.linspace(0, args.steps - 1, 9).astype(int).tolist() + [warmup]))
   print(f"{args.name}: peak {args.peak:g}, {args.steps} steps, warmup {warmup}, end {args.end:g}")
   for step in samples:
@@ -93,23 +243,21 @@ def _schedule(args: argparse.Namespace) -> int:
 
 DEFAULT_MEMORY_OPTIMIZERS = (
     "adamw,adamw:bfloat16,adamw:8bit,adamw:4bit,lion,lion:8bit,adafactor,sgd,adam_mini,adams,"
-    "sophia,schedule_free_adamw,adan,muon,muon:8bit")
+    "sophia,schedule_free_adamw,adan,muon,muon:8bit,shampoo,shampoo:8bit,soap,soap:8bit,kron,"
+    "kron:8bit")
 
 
 def memory_table(total_params: float, names: Sequence[str]) -> list[dict]:
   """Rows of (optimizer, storage, bytes/param, total GB) for a transformer-shaped tree."""
-  import optimkit
-  from optimkit import memory
+  from optimkit import memory, registry
 
   params = memory.transformer_shaped_params(total_params)
   count = memory.param_count(params)
   rows = []
   for spec in names:
     name, _, storage = spec.partition(":")
-    maker = getattr(optimkit.optimizers, name, None)
-    if maker is None or name.startswith("_"):
-      raise ValueError(f"unknown optimizer {name!r}")
-    kwargs = {"state_storage": storage} if storage else {}
+    maker = registry.get(name).make  # ValueError, listing the valid names, for a non-optimizer
+    kwargs: dict[str, Any] = {"state_storage": storage} if storage else {}
     if name == "sgd":
       kwargs["momentum"] = 0.9
     tx = maker(**kwargs)
@@ -124,12 +272,11 @@ def memory_table(total_params: float, names: Sequence[str]) -> list[dict]:
 def _memory(args: argparse.Namespace) -> int:
   from optimkit import memory
 
-  names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
   try:
+    names = parse_optimizer_names(args.optimizers, allow_storage=True)
     rows = memory_table(args.params, names)
   except ValueError as error:
-    print(f"optimkit memory: {error}", file=sys.stderr)
-    return 2
+    return _fail("memory", error)
   count = memory.param_count(memory.transformer_shaped_params(args.params))
   print(f"optimizer state for a transformer-shaped tree of {count / 1e9:.3f}B float32 "
         f"parameters (params themselves: {4 * count / 1e9:.1f} GB)\n")
@@ -152,15 +299,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated names (default: adamw,lion,adafactor,sophia,"
                             "schedule_free_adamw)")
   compare.add_argument("--steps", type=int, default=None, help="training steps per optimizer")
-  compare.add_argument("--seed", type=int, default=0)
+  compare.add_argument("--seed", type=int, default=None, help="seed (default 0)")
   compare.add_argument("--out", default="optimkit-compare", help="output directory")
   compare.add_argument("--quick", action="store_true", help="a smaller model, about a minute")
   compare.add_argument("--lr-sweep", action="store_true",
                        help="try 1/3x, 1x and 3x each recipe's learning rate, keep the best")
   compare.add_argument("--data", default=None, help="a text file to train on instead")
+  compare.add_argument("--suite", action="store_true",
+                       help="the decision guide: every task, tuned learning rates, several "
+                            "seeds, verdicts on the folklore (resumable)")
+  compare.add_argument("--budget", choices=("quick", "full"), default=None,
+                       help="--suite size: quick (about 8 CPU-minutes) or full (about "
+                            "an hour); default quick")
+  compare.add_argument("--tasks", default=None,
+                       help="--suite tasks, comma-separated (default: lm,digits,lm_large_batch,"
+                            "instability,memory)")
+  compare.add_argument("--seeds", type=int, default=None,
+                       help="--suite seeds per optimizer at its chosen rate (default 3)")
   compare.set_defaults(handler=_compare)
 
-  schedule = commands.add_parser("schedule", help="print and draw a built-in learning-rate schedule")
+  schedule = commands.add_parser("schedule",
+                                 help="print and draw a built-in learning-rate schedule")
   schedule.add_argument("name", help="constant, linear, cosine, warmup_cosine, wsd, onecycle, "
                                      "step_decay, exponential, inverse_sqrt, cosine_restarts, "
                                      "polynomial")

@@ -170,9 +170,10 @@ def _set_in(node: Any, values: Mapping[str, Any], found: set, where: str) -> Any
       replaced[name] = _with_value(hyperparams[name], value)
       found.add(name)
     inner = _set_in(_field(node, "inner_state"), values, found, where + ".inner_state")
-    if isinstance(node, tuple):
-      return node._replace(hyperparams=type(hyperparams)(replaced) if not isinstance(
-          hyperparams, dict) else replaced, inner_state=inner)
+    if isinstance(node, tuple):  # a NamedTuple (optax's InjectHyperparamsState)
+      return node._replace(  # type: ignore[attr-defined]
+          hyperparams=type(hyperparams)(replaced) if not isinstance(hyperparams, dict)
+          else replaced, inner_state=inner)
     rebuilt = dict(node.items())
     rebuilt["hyperparams"] = type(hyperparams)(replaced)
     rebuilt["inner_state"] = inner
@@ -183,9 +184,9 @@ def _set_in(node: Any, values: Mapping[str, Any], found: set, where: str) -> Any
   if isinstance(node, (tuple, list)):
     return type(node)(_set_in(child, values, found, f"{where}[{i}]")
                       for i, child in enumerate(node))
-  if isinstance(node, Mapping):
-    return type(node)({key: _set_in(child, values, found, f"{where}[{key!r}]")
-                       for key, child in node.items()})
+  if isinstance(node, Mapping):  # a dict type, built from a dict
+    return type(node)({  # type: ignore[call-arg]
+        key: _set_in(child, values, found, f"{where}[{key!r}]") for key, child in node.items()})
   return node
 
 

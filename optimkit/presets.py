@@ -122,3 +122,54 @@ def schedule_free_from_adamw(adamw_peak_learning_rate: float, warmup_steps: int,
   return _with_clipping(clip_norm, optimizers.schedule_free_adamw(
       adamw_peak_learning_rate * factor, b1=b1, b2=b2, weight_decay=weight_decay,
       warmup_steps=warmup_steps, mask=mask))
+
+
+def shampoo_from_adamw(learning_rate: float | Callable, b1: float = 0.9, b2: float = 0.999,
+                       eps: float = 1e-8, weight_decay: float = 0.01, block_size: int = 1024,
+                       preconditioning_compute_steps: int = 10, clip_norm: float | None = 1.0,
+                       mask: Any = weight_decay_mask) -> optax.GradientTransformation:
+  """Shampoo grafted onto a working AdamW setup, as Meta's Distributed Shampoo README says to
+  switch (facebookresearch/optimizers, shampoo/README.md): keep AdamW's learning rate (or
+  schedule), betas and weight decay (decoupled, AdamW's), graft from Adam with AdamW's eps as
+  the grafting epsilon and b2 as its decay, and damp the statistics by an absolute 1e-12; the
+  first moment is an EMA (Meta's `betas[0]`), without Nesterov. `block_size` 1024 and roots
+  every 10 steps are this preset's choices (the README leaves them to the user: larger blocks
+  and rarer roots trade quality for time), not the README's."""
+  _checks.check_non_negative("shampoo_from_adamw", "weight_decay", weight_decay)
+  return _with_clipping(clip_norm, optimizers.shampoo(
+      learning_rate, block_size, b1, b2, diagonal_epsilon=eps, matrix_epsilon=1e-12,
+      weight_decay=weight_decay, start_preconditioning_step=preconditioning_compute_steps,
+      preconditioning_compute_steps=preconditioning_compute_steps, graft_type="adam",
+      nesterov=False, moving_average_for_momentum=True, relative_matrix_epsilon=False,
+      decoupled_weight_decay=True, weight_decay_mask=mask))
+
+
+def soap_from_adamw(adamw_peak_learning_rate: float, total_steps: int,
+                    warmup_steps: int | None = None, weight_decay: float = 0.01,
+                    precondition_frequency: int = 10, clip_norm: float | None = 1.0,
+                    mask: Any = weight_decay_mask) -> optax.GradientTransformation:
+  """SOAP from AdamW's peak learning rate (Vyas et al. 2024): SOAP is Adam in a rotated basis
+  and adds one hyperparameter, the basis refresh frequency, so AdamW's learning rate carries
+  over; the authors' released defaults for the rest: betas (0.95, 0.95), eps 1e-8, weight
+  decay 0.01 (after the step), bases every 10 steps. Warmup (default 1% of the run) then
+  cosine to 10% of the peak, clipping 1.0, as the other LLM presets here."""
+  warmup = max(1, total_steps // 100) if warmup_steps is None else warmup_steps
+  peak = adamw_peak_learning_rate
+  schedule = schedules.warmup_cosine(0.0, peak, warmup, total_steps, end_value=0.1 * peak)
+  return _with_clipping(clip_norm, optimizers.soap(
+      schedule, 0.95, 0.95, None, weight_decay, precondition_frequency, eps=1e-8,
+      weight_decay_mask=mask))
+
+
+def kron_from_adamw(learning_rate: float | Callable, weight_decay: float, factor: float = 3.0,
+                    b1: float = 0.9, clip_norm: float | None = 1.0, seed: int | None = None,
+                    mask: Any = weight_decay_mask) -> optax.GradientTransformation:
+  """PSGD Kron from a working AdamW setup, kron-torch 0.3.3's README: a learning rate about 3x
+  smaller than Adam's and a weight decay 3-10x larger (default 3x both, the conservative end),
+  b1 0.9, and its default preconditioner update schedule (every step for 500 steps, then
+  annealed to 3%). Pass `key=` to update, or `seed=` (see `optimkit.kron`)."""
+  _checks.check_range("kron_from_adamw", "factor", factor, 1.0)
+  _checks.check_non_negative("kron_from_adamw", "weight_decay", weight_decay)
+  return _with_clipping(clip_norm, optimizers.kron(
+      _scaled(learning_rate, 1.0 / factor), b1, weight_decay * factor, seed=seed,
+      weight_decay_mask=mask))

@@ -17,6 +17,7 @@ import importlib
 from typing import Any, Callable, Mapping
 
 import optax
+from optax import GradientTransformation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,8 @@ class OptimizerInfo:
   needs: tuple[str, ...] = ()
   shortcut_of: str | None = None
 
-  def optax_function(self) -> Callable[..., optax.GradientTransformation] | None:
+  # The field `optax` shadows the module in this class body, hence the imported name.
+  def optax_function(self) -> Callable[..., GradientTransformation] | None:
     """optax's function of the same name, or None."""
     if self.optax is None:
       return None

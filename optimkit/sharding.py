@@ -18,6 +18,15 @@ from that relation:
     param where the blocks align with its shards (`_block_specs`);
   - everything else (step counts, hyperparameters, keys, fillers): replicated.
 
+A per-parameter quantity is found as optax lays it out: in a subtree of the state with the
+params' own containers, where `optax.masked` (and `multi_transform`/`partition`, which mask each
+label's params) may hold an `optax.MaskedNode` in place of a parameter or a whole subtree. So
+the state of an optimizer inside `masked`, `multi_transform`, `partition`, `MultiSteps`, `chain`,
+`inject_hyperparams`, `apply_if_finite` or `optimkit.skip_nonfinite` takes the same specs, leaf
+for leaf, as without the wrapper. A leaf found outside such a subtree that has a sharded
+parameter's exact shape (or is quantized blocks of one) still takes that parameter's spec: a
+wrapper that lays its state out otherwise may cost a minimal layout, never replicated moments.
+
 Under Explicit mesh axes (sharding in types) every optimkit optimizer places its state in these
 specs from a plain `tx.init(params)` and keeps them through `update` (`with_explicit_axes`).
 
@@ -159,32 +168,73 @@ def _block_specs(param_shape: tuple, param_spec: tuple, block_size: int, packed:
 def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple,
                      axis_sizes: dict) -> Any:
   """Specs for the arrays of a quantized leaf. Blockwise: the param's leading dims keep their
-  spec, the block dims follow `_block_specs`. Rank-1: codes keep the param's spec (the packed last dim too when each shard holds
-  whole bytes), row maxima the leading spec, column maxima the last dim's."""
+  spec, the block dims follow `_block_specs`. Rank-1: codes keep the param's spec (the packed last
+  dim too when each shard holds whole bytes), row maxima the leading spec, column maxima the last
+  dim's."""
   if isinstance(stored, q.Rank1Quantized):
     last = param_spec[-1]
     packed_last = last if (param_shape[-1] // _axis_size(last, axis_sizes)) % 2 == 0 else None
-    return q.Rank1Quantized(codes=param_spec[:-1] + (packed_last,), row_max=param_spec[:-1],
-                            col_max=(last,))
+    # The stored leaf's own NamedTuple, holding a spec per array (hence the type: ignores).
+    return q.Rank1Quantized(codes=param_spec[:-1] + (packed_last,),  # type: ignore[arg-type]
+                            row_max=param_spec[:-1],  # type: ignore[arg-type]
+                            col_max=(last,))  # type: ignore[arg-type]
   split = stored.absmax.ndim - 1
   block_size = q.block_size_of(stored, param_shape)
   blocks, within = _block_specs(param_shape, param_spec, block_size,
                                 block_size != stored.codes.shape[-1], axis_sizes)
-  return q.BlockQuantized(codes=param_spec[:split] + (blocks, within),
-                          absmax=param_spec[:split] + (blocks,))
+  return q.BlockQuantized(codes=param_spec[:split] + (blocks, within),  # type: ignore[arg-type]
+                          absmax=param_spec[:split] + (blocks,))  # type: ignore[arg-type]
 
 
-def _is_state_leaf(node: Any) -> bool:
-  """A per-parameter state entry: an array, a quantized leaf, or the MaskedNode that
-  `optax.masked` / `optax.partition` put where a parameter belongs to another transform."""
-  return q.is_quantized(node) or isinstance(node, optax.MaskedNode)
+def _state_leaf(x: Any) -> bool:
+  """Leaves of a state tree as far as layouts go: arrays, quantized tensors (whole), and
+  `optax.MaskedNode` (a masked-out parameter, or a whole masked-out subtree)."""
+  return q.is_quantized(x) or isinstance(x, optax.MaskedNode)
 
 
-def _matches_params(node: Any, params_def) -> bool:
+def _laid_out_like_params(node: Any, param_indices: Any) -> list | None:
+  """For a state subtree laid out like the params, the parameter index of each of its leaves
+  (None for a MaskedNode); None when `node` is not laid out like the params.
+
+  "Laid out like the params" is the params' own containers down to the leaves, where a leaf may
+  be an array or a quantized tensor standing for one parameter, or a MaskedNode standing for a
+  parameter or a whole subtree that `optax.masked` (and so `multi_transform`/`partition`, which
+  mask each label's params) left out. This is how every per-parameter quantity sits in an optax
+  state: `tree_map` over the params (or over the masked params) made it.
+  """
   try:
-    return jax.tree.structure(node, is_leaf=_is_state_leaf) == params_def
-  except Exception:  # pylint: disable=broad-except
-    return False
+    structure = jax.tree.structure(node, is_leaf=_state_leaf)
+    groups = structure.flatten_up_to(param_indices)  # type: ignore[attr-defined]  # jaxlib stub
+  except (ValueError, TypeError):
+    return None
+  leaves = jax.tree.leaves(node, is_leaf=_state_leaf)
+  indices: list[int | None] = []
+  for leaf, group in zip(leaves, groups):
+    if isinstance(leaf, optax.MaskedNode):
+      indices.append(None)
+    elif isinstance(group, int):
+      indices.append(group)
+    else:  # an array where the params hold a subtree
+      return None
+  return indices
+
+
+def _is_array_leaf(node: Any) -> bool:
+  leaves = jax.tree.leaves(node)
+  return len(leaves) == 1 and leaves[0] is node
+
+
+def _fits(leaf: Any, shape: tuple) -> bool:
+  """Whether a state leaf has the layout of some state of a parameter of `shape`."""
+  if isinstance(leaf, q.BlockQuantized):
+    try:
+      q.block_size_of(leaf, shape)
+      return True
+    except ValueError:
+      return False
+  if isinstance(leaf, q.Rank1Quantized):
+    return tuple(leaf.row_max.shape) == shape[:-1] and tuple(leaf.col_max.shape) == shape[-1:]
+  return len(shape) > 0 and tuple(leaf.shape) == shape
 
 
 def _uses(spec: tuple, axis: str) -> bool:
@@ -231,7 +281,8 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
     raise ValueError(f"state_specs: zero1_axis {zero1_axis!r} is not an axis of the mesh "
                      f"{axis_sizes}")
 
-  def per_parameter(leaf, shape, spec):
+  def per_parameter(leaf, index):
+    shape, spec = param_shapes[index], param_specs[index]
     if q.is_quantized(leaf):
       parts = _quantized_specs(leaf, shape, spec, axis_sizes)
       return type(parts)(*(finish(PartitionSpec(*part), array)
@@ -243,18 +294,33 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
       return spec
     return zero1(spec, tuple(leaf.shape), zero1_axis, axis_sizes[zero1_axis])
 
+  param_indices = jax.tree.unflatten(params_def, range(len(param_shapes)))
+
   def assign(node):
-    if _matches_params(node, params_def):
-      leaves = jax.tree.leaves(node, is_leaf=_is_state_leaf)
-      return jax.tree.unflatten(params_def, [
-          leaf if isinstance(leaf, optax.MaskedNode) else per_parameter(leaf, shape, spec)
-          for leaf, shape, spec in zip(leaves, param_shapes, param_specs)])
-    if isinstance(node, (tuple, list)) and not q.is_quantized(node):
-      children = [assign(child) for child in node]
-      return type(node)(*children) if hasattr(node, "_fields") else type(node)(children)
-    if isinstance(node, dict):
-      return type(node)({k: assign(v) for k, v in node.items()})
-    return jax.tree.map(lambda leaf: PartitionSpec(), node)
+    indices = _laid_out_like_params(node, param_indices)
+    if indices is not None:
+      leaves, node_def = jax.tree.flatten(node, is_leaf=_state_leaf)
+      return jax.tree.unflatten(node_def, [
+          optax.MaskedNode() if index is None else per_parameter(leaf, index)
+          for leaf, index in zip(leaves, indices)])
+    if _state_leaf(node) or _is_array_leaf(node):
+      return unrelated(node)
+    children, node_def = jax.tree.flatten(node, is_leaf=lambda child: child is not node)
+    return jax.tree.unflatten(node_def, [assign(child) for child in children])
+
+  def unrelated(leaf):
+    # A leaf no params-shaped subtree accounts for. A step count, key or hyperparameter is
+    # replicated; but one that could be a parameter's state (its exact shape, or quantized
+    # blocks of it) takes that parameter's spec, so that a wrapper laying its state out in a
+    # way not foreseen above can cost layout minimality, never replicated moments.
+    if isinstance(leaf, optax.MaskedNode):
+      return leaf
+    for index, (shape, spec) in enumerate(zip(param_shapes, param_specs)):
+      if any(entry is not None for entry in spec) and _fits(leaf, shape):
+        return per_parameter(leaf, index)
+    if q.is_quantized(leaf):
+      return type(leaf)(*(PartitionSpec() for _ in leaf))
+    return PartitionSpec()
 
   return assign(abstract_state)
 
@@ -299,6 +365,12 @@ def with_explicit_axes(tx: optax.GradientTransformation) -> optax.GradientTransf
   tx = optax.with_extra_args_support(tx)
 
   def init_fn(params):
+    from optimkit import flax as flax_support  # imports no Flax itself
+
+    if flax_support.holds_variables(params):
+      # nnx.Optimizer: Flax re-shards each Variable leaf of the state as its param; give each
+      # its own derived spec instead (optimkit.flax.init_on_variables).
+      return flax_support.init_on_variables(tx, init_fn, params)
     if not _explicitly_sharded(params):
       return tx.init(params)
     mesh = _mesh_of(params)
@@ -307,6 +379,16 @@ def with_explicit_axes(tx: optax.GradientTransformation) -> optax.GradientTransf
     return jax.sharding.auto_axes(tx.init, out_sharding=shardings)(params)
 
   def update_fn(updates, state, params=None, **extra_args):
+    from optimkit import flax as flax_support  # imports no Flax itself
+
+    if flax_support.holds_variables((updates, state, params)):
+      # Gradients and params as `nnx.split` returns them (Variables): the algorithm runs on the
+      # values, so the state is the one `init` made from the values whatever the caller holds;
+      # the updates and state come back in the containers they came in.
+      new_updates, new_state = update_fn(
+          flax_support.values_of(updates), flax_support.values_of(state),
+          flax_support.values_of(params), **extra_args)
+      return flax_support.like(updates, new_updates), flax_support.like(state, new_state)
     if not _explicitly_sharded((updates, state, params)):
       return tx.update(updates, state, params, **extra_args)
     types = jax.tree.map(lambda leaf: jax.typeof(leaf).sharding, (updates, state))

@@ -132,3 +132,42 @@ def test_nnx_optimizer_with_quantized_state(storage):
 
   losses = [float(train_step(model, optimizer)) for _ in range(40)]
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", ["adamw", "adafactor", "schedule_free_adamw", "sophia"])
+def test_params_as_nnx_split_returns_them_step_like_their_values(name):
+  """`graphdef, params = nnx.split(model, nnx.Param)` gives a State of Param Variables, and
+  gradients of the same shape: a jitted, donated step on those (the compare job's setting, under
+  skip_nonfinite) equals the step on the plain values, and schedule-free's averaged point comes
+  back in the params' containers."""
+  graphdef, params = nnx.split(NNXModel(nnx.Rngs(0)), nnx.Param)
+  values = jax.tree.map(lambda v: v.get_value(), params,
+                        is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+  def loss(p):
+    return _ce(nnx.merge(graphdef, p)(X), Y)
+
+  def train(start):
+    tx = optimkit.skip_nonfinite(MAKERS[name]())
+
+    def step(p, state, t):
+      grads = jax.grad(loss)(p)
+      updates, state = tx.update(grads, state, p, key=jax.random.key(t),
+                                 logits_fn=lambda q: nnx.merge(graphdef, q)(X))
+      return optax.apply_updates(p, updates), state
+
+    p, state = jax.tree.map(jnp.copy, (start, tx.init(start)))
+    run = jax.jit(step, donate_argnums=(0, 1))
+    for t in range(5):
+      p, state = run(p, state, t)
+    return p, state
+
+  trained, state = train(params)
+  plain, _ = train(values)
+  assert jax.tree.structure(trained) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  assert float(loss(trained)) < float(loss(params))
+  if name == "schedule_free_adamw":
+    averaged = optimkit.schedule_free_eval_params(state, trained)
+    assert jax.tree.structure(averaged) == jax.tree.structure(params)

@@ -33,6 +33,11 @@ PRESETS = {
     "lion": lambda: presets.lion_from_adamw(6e-4, 0.1),
     "sophia": lambda: presets.sophia_from_adamw(6e-4, total_steps=100),
     "schedule_free": lambda: presets.schedule_free_from_adamw(6e-4, warmup_steps=5),
+    "shampoo": lambda: presets.shampoo_from_adamw(1e-3, block_size=2,
+                                                  preconditioning_compute_steps=1),
+    "soap": lambda: presets.soap_from_adamw(6e-4, total_steps=100, warmup_steps=1,
+                                            precondition_frequency=2),
+    "kron": lambda: presets.kron_from_adamw(6e-4, 0.1, seed=0),
 }
 
 

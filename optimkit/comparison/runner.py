@@ -17,9 +17,9 @@ import numpy as np
 import optax
 
 from optimkit.memory import state_bytes_per_param
+from optimkit.transforms._util import find_state
 from optimkit.transforms.nonfinite import skip_nonfinite
 from optimkit.transforms.schedule_free import ScheduleFreeState, schedule_free_eval_params
-from optimkit.transforms._util import find_state
 
 LossFn = Callable[[Any, Any], jax.Array]  # (params, batch) -> scalar loss
 
@@ -88,7 +88,7 @@ def run_optimizer(
     tx: optax.GradientTransformation,
     loss_fn: LossFn,
     params: Any,
-    batches: Sequence[Any],
+    batches: Sequence[Any] | np.ndarray,
     eval_fn: Callable[[Any], float] | None = None,
     eval_every: int = 100,
     logits_fn: Callable[[Any, Any], jax.Array] | None = None,

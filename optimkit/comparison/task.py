@@ -16,7 +16,7 @@ from flax import nnx
 
 from optimkit.comparison.data import TextData
 from optimkit.comparison.model import ModelConfig, TinyTransformer
-from optimkit.comparison.recipes import RECIPES
+from optimkit.comparison.recipes import recipe_for
 from optimkit.comparison.runner import RunResult, add_baseline_ratios, run_optimizer
 
 
@@ -49,9 +49,7 @@ def run_reference_task(
 ) -> tuple[list[RunResult], dict]:
   """Runs the comparison; returns the results (best learning rate per optimizer when sweeping)
   and a description of the setting (data, model, machine, versions) for the report."""
-  unknown = [name for name in optimizer_names if name not in RECIPES]
-  if unknown:
-    raise ValueError(f"compare: unknown optimizers {unknown}; choose from {sorted(RECIPES)}")
+  recipes = {name: recipe_for(name) for name in optimizer_names}  # ValueError for a bad name
   data = TextData.load(data_path)
   model = TinyTransformer(config.model, nnx.Rngs(seed))
   graphdef, params = nnx.split(model, nnx.Param)
@@ -69,7 +67,7 @@ def run_reference_task(
 
   results = []
   for name in optimizer_names:
-    recipe = RECIPES[name]
+    recipe = recipes[name]
     factors = LR_SWEEP_FACTORS if lr_sweep else (1.0,)
     candidates = []
     for factor in factors:

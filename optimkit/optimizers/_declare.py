@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from optax import GradientTransformation, GradientTransformationExtraArgs  # see optimizer()
 
 from optimkit import _checks, registry
 from optimkit.hyperparams import inject, to_python
@@ -95,7 +96,7 @@ def _annotation_text(parameter: inspect.Parameter) -> str:
 def _is_numeric(parameter: inspect.Parameter) -> bool:
   """Whether the annotation says the argument is a number (or a schedule of one)."""
   text = _annotation_text(parameter).replace(" ", "")
-  if text.startswith("tuple") or text.startswith("Sequence"):
+  if text.startswith(("tuple", "Sequence")):
     return False
   words = set(text.replace("|", ",").replace("[", ",").replace("]", ",").split(","))
   return bool(words & {"float", "int", "ScalarOrSchedule", "Optional[float]", "Optional[int]"})
@@ -170,7 +171,8 @@ def optimizer(
   extra_ranges = dict(ranges or {})
   derived = dict(derive or {})
 
-  def declare(body: Callable[..., optax.GradientTransformation]) -> Callable[..., Any]:
+  # The argument `optax` shadows the module in here, hence the names imported from optax.
+  def declare(body: Callable[..., GradientTransformation]) -> Callable[..., Any]:
     owner = body.__name__
     signature = inspect.signature(body)
     parameters = signature.parameters
@@ -196,7 +198,7 @@ def optimizer(
                       f"arguments")
 
     @functools.wraps(body)
-    def make(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    def make(*args: Any, **kwargs: Any) -> GradientTransformationExtraArgs:
       try:
         bound = signature.bind(*args, **kwargs)
       except TypeError as error:
@@ -231,7 +233,7 @@ def optimizer(
         else:
           owned[name] = value
 
-      def build(**hyperparams: Any) -> optax.GradientTransformation:
+      def build(**hyperparams: Any) -> GradientTransformation:
         return body(**fixed, **hyperparams)
 
       # Built once now so that the primitives' own checks run at construction; a schedule is

@@ -63,9 +63,9 @@ def adadelta(
 
 
 @optimizer(family="factored", typical_lr=0.1, optax="sm3",
-           optax_differs="optax.sm3 (0.2.8) fails on a rank-0 (scalar) leaf, whose list of per-axis "
-                         "accumulators is empty; on leaves of rank >= 1 the trajectories are equal "
-                         "(tests/transforms/test_sm3.py)",
+           optax_differs="optax.sm3 (0.2.8) fails on a rank-0 (scalar) leaf, whose list of "
+                         "per-axis accumulators is empty; on leaves of rank >= 1 the trajectories "
+                         "are equal (tests/transforms/test_sm3.py)",
            reference="optax.sm3 (no rank-0 leaves); pytorch-optimizer SM3")
 def sm3(
     learning_rate: ScalarOrSchedule = 0.1,

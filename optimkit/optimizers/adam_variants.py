@@ -406,5 +406,7 @@ def novograd(
   Equals optax.novograd and pytorch-optimizer's NovoGrad with `grad_averaging=False`.
   """
   return optax.chain(
-      scale_by_novograd(b1, b2, eps, eps_root, weight_decay, state_storage=state_storage),
+      # weight_decay is an array here (the decorator passes a schedule's value).
+      scale_by_novograd(b1, b2, eps, eps_root, weight_decay,  # type: ignore[arg-type]
+                        state_storage=state_storage),
       optax.scale_by_learning_rate(learning_rate))

@@ -11,8 +11,7 @@ from typing import Any
 
 import optax
 
-from optimkit.optimizers._declare import (
-    Mask, ScalarOrSchedule, optimizer, shortcut, storage_of)
+from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, shortcut, storage_of
 from optimkit.state.storage import StorageLike
 from optimkit.transforms._util import uses_previous_ema
 from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini
@@ -302,7 +301,8 @@ def adan(
       scale_by_adan(b1, b2, b3, eps, eps_root, state_storage=state_storage),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
-      optax.scale(1.0 / (1.0 + learning_rate * weight_decay)))
+      # learning_rate is an array here (the decorator passes a schedule's value).
+      optax.scale(1.0 / (1.0 + learning_rate * weight_decay)))  # type: ignore[operator]
 
 
 @optimizer(family="adaptive", typical_lr=1e-3, reference="adam-mini 1.1.1 (the authors')")

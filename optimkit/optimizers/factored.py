@@ -6,8 +6,7 @@ from typing import Any
 
 import optax
 
-from optimkit.optimizers._declare import (
-    Mask, ScalarOrSchedule, optimizer, storage_of, structural)
+from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of, structural
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.factored import scale_by_factored_rms, scale_by_relative_step_size
 from optimkit.transforms.moments import scale_by_ema
@@ -80,12 +79,15 @@ def adafactor(
   parts = [
       scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps,
                             clipping_threshold),
-      scale_by_relative_step_size(learning_rate, relative_step, multiply_by_parameter_scale, eps_scale),
+      # learning_rate is None or an array here (the decorator passes a schedule's value).
+      scale_by_relative_step_size(learning_rate,  # type: ignore[arg-type]
+                                  relative_step, multiply_by_parameter_scale, eps_scale),
   ]
   if momentum is not None:
     parts.append(scale_by_ema(momentum, state_storage=momentum_storage))
   parts.append(optax.add_decayed_weights(
-      weight_decay if learning_rate is None else learning_rate * weight_decay,
+      weight_decay if learning_rate is None
+      else learning_rate * weight_decay,  # type: ignore[operator]  # an array, as above
       weight_decay_mask))
   if weight_decay_rate is not None:
     parts.append(optax.add_decayed_weights(weight_decay_rate, weight_decay_mask))

@@ -11,8 +11,7 @@ from optax.contrib import MuonDimensionNumbers
 from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of, structural
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.moments import scale_by_adam
-from optimkit.transforms.muon import (
-    JORDAN_COEFFS, muon_labels, rank2_labels, scale_by_muon)
+from optimkit.transforms.muon import JORDAN_COEFFS, muon_labels, rank2_labels, scale_by_muon
 
 _BETA = dict(low=0.0, high=1.0, high_inclusive=False)
 _NON_NEGATIVE = dict(low=0.0)

@@ -22,8 +22,8 @@ import optax
 
 from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of
 from optimkit.state.storage import StorageLike
-from optimkit.transforms.adopt import add_decayed_weights_after_first_step, scale_by_adopt
 from optimkit.transforms.ademamix import scale_by_ademamix, scale_by_simplified_ademamix
+from optimkit.transforms.adopt import add_decayed_weights_after_first_step, scale_by_adopt
 from optimkit.transforms.came import scale_by_came
 from optimkit.transforms.mars import scale_by_mars
 from optimkit.transforms.moments import scale_by_adam
@@ -314,7 +314,8 @@ def mars(
       "adamw": optax.chain(
           scale_by_adam(b1_1d, b2_1d, eps, state_storage=state_storage),
           optax.add_decayed_weights(weight_decay_1d, mask),
-          optax.scale_by_learning_rate(learning_rate * lr_1d_factor)),
+          # learning_rate is an array here (the decorator passes a schedule's value).
+          optax.scale_by_learning_rate(learning_rate * lr_1d_factor)),  # type: ignore[operator]
   }, labels)
 
 

@@ -11,8 +11,7 @@ from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, stor
 from optimkit.state import storage
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.moments import adam_direction, scale_by_adam
-from optimkit.transforms.schedule_free import (
-    schedule_free, schedule_free_with_recomputed_direction)
+from optimkit.transforms.schedule_free import schedule_free, schedule_free_with_recomputed_direction
 
 
 @optimizer(family="schedule_free", typical_lr=2.5e-3, optax="contrib.schedule_free_adamw",
@@ -65,7 +64,8 @@ def schedule_free_adamw(
   state_storage = storage_of("schedule_free_adamw", "state_dtype", state_dtype, state_storage)
   adam = scale_by_adam(0.0, b2, eps, state_storage=state_storage)
   decay = optax.add_decayed_weights(weight_decay, mask)
-  averaging = schedule_free(learning_rate, b1, weight_lr_power, r,
+  # learning_rate is an array here (the decorator passes a schedule's value).
+  averaging = schedule_free(learning_rate, b1, weight_lr_power, r,  # type: ignore[arg-type]
                             0 if warmup_steps is None else warmup_steps)
   store = storage.resolve(state_storage)
   if store.name != "float32":  # rounded moments: d cannot be recomputed from the state
@@ -119,5 +119,6 @@ def schedule_free_sgd(
   storage_of("schedule_free_sgd", "state_dtype", state_dtype, state_storage)
   return optax.chain(
       optax.add_decayed_weights(0.0 if weight_decay is None else weight_decay, mask),
-      schedule_free(learning_rate, b1, weight_lr_power, r,
+      # learning_rate is an array here (the decorator passes a schedule's value).
+      schedule_free(learning_rate, b1, weight_lr_power, r,  # type: ignore[arg-type]
                     0 if warmup_steps is None else warmup_steps))

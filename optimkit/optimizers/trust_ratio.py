@@ -11,7 +11,8 @@ from optimkit.transforms.trust_ratio import StackDims, scale_by_lars, scale_by_t
 
 
 @optimizer(family="trust_ratio", typical_lr=3e-3, optax="lamb",
-           reference="optax.lamb (the paper's algorithm); stacked layers against the unstacked model")
+           reference="optax.lamb (the paper's algorithm); stacked layers against the unstacked "
+                     "model")
 def lamb(
     learning_rate: ScalarOrSchedule = 1e-3,
     b1: float = 0.9,

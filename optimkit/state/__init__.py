@@ -3,5 +3,12 @@ moments, and low-precision parameters that still train like float32."""
 
 from optimkit.state.low_precision_params import CompensatedState, compensated_updates
 from optimkit.state.storage import (
-    FORMATS, Blockwise8BitStorage, BFloat16Storage, Float32Storage, FourBitStorage, StateStorage,
-    StorageLike, resolve)
+    FORMATS,
+    BFloat16Storage,
+    Blockwise8BitStorage,
+    Float32Storage,
+    FourBitStorage,
+    StateStorage,
+    StorageLike,
+    resolve,
+)

@@ -55,10 +55,10 @@ class StateStorage(abc.ABC):
     return jax.tree.map(lambda p: self.init_leaf(p, signed), params)
 
   def read(self, stored: Any, like: Any, signed: bool) -> Any:
-    return jax.tree.map(lambda l, s: self.read_leaf(s, l, signed), like, stored)
+    return jax.tree.map(lambda x, s: self.read_leaf(s, x, signed), like, stored)
 
   def write(self, values: Any, like: Any, stored: Any, signed: bool) -> Any:
-    return jax.tree.map(lambda l, v, s: self.write_leaf(v, l, s, signed), like, values, stored)
+    return jax.tree.map(lambda x, v, s: self.write_leaf(v, x, s, signed), like, values, stored)
 
   def __repr__(self) -> str:
     return f"StateStorage({self.name!r})"

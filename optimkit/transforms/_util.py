@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,7 @@ def find_state(state: Any, state_type: type) -> Any:
   """The first node of type `state_type` inside a nested optimizer state, or None."""
   if isinstance(state, state_type):
     return state
+  children: Iterable[Any]
   if isinstance(state, (tuple, list)):
     children = state
   elif isinstance(state, dict):

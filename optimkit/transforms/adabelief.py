@@ -36,7 +36,7 @@ from optimkit.transforms._util import bias_correction, ema, increment, map_like
 class AdaBeliefState(NamedTuple):
   """State of `scale_by_adabelief`: step count, first moment `mu`, belief variance `nu` (s_t)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 

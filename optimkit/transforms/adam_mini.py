@@ -78,7 +78,7 @@ class AdamMiniState(NamedTuple):
   """State of `scale_by_adam_mini`: count, per-parameter `mu`, per-block `nu` (reduced dims
   kept with size 1, so each block value broadcasts over its block)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 

@@ -28,7 +28,7 @@ from optimkit.transforms._util import bias_correction, ema, increment, map_like
 class AdamaxState(NamedTuple):
   """State of `scale_by_adamax`: step count, first moment `mu`, infinity norm `nu` (u_t)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 

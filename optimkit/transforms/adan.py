@@ -32,7 +32,7 @@ from optimkit.transforms._util import bias_correction, ema, increment, map_like
 class AdanState(NamedTuple):
   """State of `scale_by_adan`: count, the three moments and the previous gradient."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   delta: Any
   nu: Any

@@ -115,7 +115,7 @@ class AdEMAMixState(NamedTuple):
   """State of `scale_by_ademamix`: updates so far, fast EMA `m1`, slow EMA `m2`, second moment
   `nu` (each shaped like the params)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   m1: Any
   m2: Any
   nu: Any
@@ -200,7 +200,7 @@ class SimplifiedAdEMAMixState(NamedTuple):
   """State of `scale_by_simplified_ademamix`: updates so far, the momentum sum `mu` and the
   second moment `nu` (shaped like the params)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 

@@ -55,7 +55,7 @@ class AdoptState(NamedTuple):
   """State of `scale_by_adopt`: updates so far, momentum `mu` of the normalised gradient and
   second moment `nu` (shaped like the params)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 
@@ -141,7 +141,7 @@ def scale_by_adopt(
 class FirstStepGateState(NamedTuple):
   """State of `add_decayed_weights_after_first_step`: updates so far and the decay's state."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   inner: Any
 
 

@@ -40,7 +40,7 @@ class AmsgradState(NamedTuple):
   """State of `scale_by_amsgrad`: step count, moments `mu` and `nu`, and `nu_max`, the running
   maximum of `nu` (of `nu` debiased, with `debias_before_max=True`)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
   nu_max: Any

@@ -50,7 +50,7 @@ class FactoredRMSState(NamedTuple):
     v:     full second moment for leaves that are not factored.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   v_row: Any
   v_col: Any
   v: Any
@@ -163,7 +163,7 @@ def scale_by_factored_rms(
 class RelativeStepState(NamedTuple):
   """State of `scale_by_relative_step_size`: the step count."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
 
 
 def scale_by_relative_step_size(

@@ -45,7 +45,7 @@ Projection", ICML 2024, https://arxiv.org/abs/2403.03507; code: galore-torch 1.0
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,7 @@ class GaLoreState(NamedTuple):
     inner_state: the wrapped optimizer's state, for the projected shapes.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   projectors: Any
   inner_state: Any
 

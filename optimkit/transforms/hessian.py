@@ -19,8 +19,9 @@ the two differ by at most eps in the denominator (far below float64 resolution o
 and parity with the authors' code holds; Hutchinson estimates can be negative on non-convex
 losses, where gamma * h + eps flips the sign of the step (ascent) while max(gamma * h, eps) gives
 a clipped sign step, as the paper intends. The batch factor B is part of h (the authors multiply
-by the batch size at step time, the same for a fixed batch size). The authors' nanoGPT script first refreshes h after k steps; here the first refresh
-is at step 0 as in the paper's Algorithm 3, so that the first k steps are not pure sign descent.
+by the batch size at step time, the same for a fixed batch size). The authors' nanoGPT script
+first refreshes h after k steps; here the first refresh is at step 0 as in the paper's
+Algorithm 3, so that the first k steps are not pure sign descent.
 Checked against `sophia-opt` (the authors' SophiaG) driven with the same labels.
 
 Randomness: the estimators need a PRNG key. Pass `key=` to `update` (the caller's key, which
@@ -58,7 +59,7 @@ class SophiaState(NamedTuple):
     unclipped_fraction: share of coordinates not clipped, measured at the last Hessian refresh.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   hessian: Any
   key: jax.Array
@@ -71,7 +72,7 @@ def hutchinson(params: Any, key: jax.Array, *, loss_fn: Callable[[Any], jax.Arra
   del unused
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, max(len(leaves), 1))
-  probes = treedef.unflatten([
+  probes = jax.tree.unflatten(treedef, [
       jax.random.rademacher(k, leaf.shape, dtype=leaf.dtype) for k, leaf in zip(keys, leaves)
   ])
   _, hessian_probe = jax.jvp(jax.grad(loss_fn), (params,), (probes,))
@@ -102,7 +103,7 @@ def gauss_newton_bartlett(params: Any, key: jax.Array, *,
   return jax.tree.map(lambda g: positions * g * g, sampled_grad)
 
 
-ESTIMATORS = {"hutchinson": hutchinson, "gnb": gauss_newton_bartlett}
+ESTIMATORS: dict[str, Callable[..., Any]] = {"hutchinson": hutchinson, "gnb": gauss_newton_bartlett}
 # The extra argument each built-in estimator needs, who needs it, and what it is.
 _NEEDS = {
     "gnb": ("logits_fn", "the Gauss-Newton-Bartlett estimator (estimator='gnb', Sophia-G)",
@@ -157,7 +158,8 @@ def scale_by_sophia(
   if isinstance(estimator, str):
     if estimator not in ESTIMATORS:
       raise ValueError(
-          f"{owner}: estimator must be one of {sorted(ESTIMATORS)} or a callable, got {estimator!r}")
+          f"{owner}: estimator must be one of {sorted(ESTIMATORS)} or a callable, "
+          f"got {estimator!r}")
     estimate = ESTIMATORS[estimator]
   elif callable(estimator):
     estimate = estimator

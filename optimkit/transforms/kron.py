@@ -79,7 +79,7 @@ class KronState(NamedTuple):
     key: raw PRNG key data (uint32) used when no key is passed to update; zeros without a seed.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   factors: Any
   update_counter: jax.Array
@@ -370,7 +370,7 @@ def scale_by_kron(
         h = lay.to_blocks(debiased if momentum_into_precond_update else x)
         h, noise = damped(lay, h, noise)
         damped_inputs.append(h)
-        if lay.n_blocks and lay.rank:
+        if lay.n_blocks and lay.rank and 0 not in lay.block:  # (an empty leaf: nothing to fit)
           leaf_factors = _balanced(leaf_factors)
           leaf_factors = _updated_factors(lay, leaf_factors, h, noise, precond_lr)
         new.append([f.astype(old.dtype) for f, old in zip(leaf_factors, factors[len(new)])])

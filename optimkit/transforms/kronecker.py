@@ -272,7 +272,8 @@ def map_stacked(f: Callable[..., tuple], stacks: Sequence[tuple], *, mesh: Any =
     out_structs = jax.eval_shape(f, *(jax.ShapeDtypeStruct(shape, d)
                                       for shape, d in zip(in_shapes, in_dtypes)))
 
-    def packed_f(matrix, in_shapes=in_shapes, in_dtypes=in_dtypes, out_structs=out_structs):
+    def packed_f(matrix, in_shapes=in_shapes, in_dtypes=in_dtypes, out_structs=out_structs,
+                 width=width):
       parts, row = [], 0
       for shape, d in zip(in_shapes, in_dtypes):
         rows = max(1, math.prod(shape) // width)

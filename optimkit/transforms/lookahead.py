@@ -28,7 +28,7 @@ class LookaheadState(NamedTuple):
 
   inner_state: Any
   slow: Any
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
 
 
 def lookahead(inner: optax.GradientTransformation, sync_period: int = 6,

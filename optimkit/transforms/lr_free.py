@@ -97,7 +97,7 @@ def _upcast(tree: Any) -> Any:
 
 def _total(fn, *trees: Any) -> jax.Array:
   """sum over leaves of fn(leaf, ...) (each a scalar)."""
-  return sum(jax.tree.leaves(jax.tree.map(fn, *trees)), start=0.0)
+  return jnp.asarray(sum(jax.tree.leaves(jax.tree.map(fn, *trees)), start=0.0))  # 0 if no leaves
 
 
 def _select(condition: jax.Array, new: Any, old: Any) -> Any:
@@ -150,7 +150,7 @@ class ProdigyState(NamedTuple):
     numerator_weighted: r, the weighted sum of <g, x_0 - x>.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   steps: jax.Array
   exp_avg: Any
   exp_avg_sq: Any
@@ -293,7 +293,7 @@ class DAdaptAdamState(NamedTuple):
     numerator_weighted: r, the weighted sum of <g, s / (sqrt(v) + eps)>.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   steps: jax.Array
   exp_avg: Any
   exp_avg_sq: Any

@@ -61,7 +61,7 @@ class MarsState(NamedTuple):
   """State of `scale_by_mars`: updates so far, momentum `mu`, second moment `nu` (None for
   the Lion flavour) and the previous gradient, each shaped like the params."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
   previous_grad: Any

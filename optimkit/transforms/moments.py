@@ -22,8 +22,9 @@ import optax
 from optimkit import _checks
 from optimkit.state.storage import StateStorage, StorageLike, compute_dtype, resolve
 from optimkit.transforms._util import bias_correction, ema, increment, map_like
-from optimkit.transforms._util import bias_correction as debias  # scale_by_rms has an argument named bias_correction
-
+from optimkit.transforms._util import (
+    bias_correction as debias,  # scale_by_rms has an argument named bias_correction
+)
 
 # ----------------------------------------------------------------------------------------------
 # Heavy-ball momentum (SGD).
@@ -103,7 +104,7 @@ def scale_by_ema(decay: float = 0.9, state_storage: StorageLike = "float32"
 class AdamState(NamedTuple):
   """State of `scale_by_adam`: step count, first moment `mu`, second moment `nu`."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 
@@ -163,7 +164,8 @@ def scale_by_adam(
 
       m_t = b1 m_{t-1} + (1 - b1) g_t
       v_t = b2 v_{t-1} + (1 - b2) g_t^2
-      u_t = m_hat / (sqrt(v_hat + eps_root) + eps),  m_hat = m_t / (1 - b1^t), v_hat = v_t / (1 - b2^t)
+      u_t = m_hat / (sqrt(v_hat + eps_root) + eps),
+      m_hat = m_t / (1 - b1^t),  v_hat = v_t / (1 - b2^t)
 
   Nesterov (Dozat 2016, as optax's `nesterov=True`): the first moment in the ratio is replaced by
   m_hat = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t).
@@ -222,7 +224,7 @@ class RMSPropState(NamedTuple):
   """State of `scale_by_rms`: EMA of g^2 (`nu`), of g when centered (`mu`), momentum buffer,
   and the step count (for `bias_correction`)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   nu: Any
   mu: Any
   velocity: Any

@@ -55,7 +55,7 @@ Where it differs:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,8 @@ from optax.contrib import MuonDimensionNumbers
 from optimkit import _checks
 from optimkit.matrix_work import map_matrices
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction as _debias, increment, path_keys
+from optimkit.transforms._util import bias_correction as _debias
+from optimkit.transforms._util import increment, path_keys
 
 #: Jordan's quintic coefficients, the same at every step (optax's "standard").
 JORDAN_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -108,7 +109,7 @@ DimensionNumbers = Any  # None | MuonDimensionNumbers | tree of them | callable 
 class MuonState(NamedTuple):
   """State of `scale_by_muon`: the step count and the momentum, shaped like the params."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   momentum: Any
 
 
@@ -126,8 +127,9 @@ def newton_schulz(x: jax.Array, coeffs: Any = JORDAN_COEFFS, steps: int = 5, eps
   A tall matrix is transposed first (A is then the smaller Gram matrix) and back at the end,
   which gives the same result: the iteration commutes with transposition. `coeffs` is one
   (a, b, c) or a sequence of rows, row k at step k and the last row repeated past its end.
-  Norms and the sums around the matmuls are computed in at least float32. "spectral" divides by the largest singular value
-  instead; "aol" and "schatten" (optax's) rescale inside the first step instead of dividing.
+  Norms and the sums around the matmuls are computed in at least float32. "spectral" divides by
+  the largest singular value instead; "aol" and "schatten" (optax's) rescale inside the first step
+  instead of dividing.
   """
   transposed = x.shape[-2] > x.shape[-1]
   if transposed:

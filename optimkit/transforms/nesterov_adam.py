@@ -51,7 +51,7 @@ class NadamState(NamedTuple):
     nu: second moment v_t, shaped like the params.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu_product: jax.Array
   mu: Any
   nu: Any

@@ -33,7 +33,7 @@ class NovogradState(NamedTuple):
   """State of `scale_by_novograd`: step count, momentum `mu` (shaped like the params) and `nu`,
   one float32 (or float64) scalar per leaf: too small to be worth quantizing."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 

@@ -5,7 +5,8 @@ arXiv:1908.03265, Algorithm 2).
     rho_inf = 2 / (1 - b2) - 1
     rho_t   = rho_inf - 2 t b2^t / (1 - b2^t)
     if rho_t > threshold:  u = r_t * m_hat / (sqrt(v_hat) + eps),
-                           r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+                           r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf
+                                      / ((rho_inf - 4)(rho_inf - 2) rho_t))
     else:                  u = m_hat                      (SGD with momentum while v is unreliable)
 
 eps is added to sqrt(v_hat), as in Adam here and in torch-optimi; torch.optim.RAdam adds it to

@@ -42,7 +42,7 @@ class ScheduleFreeState(NamedTuple):
     b1: the interpolation b1 of the last step, needed to recover x for evaluation.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   z: Any
   weight_sum: jax.Array
   lr_max: jax.Array
@@ -160,6 +160,11 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     raise ValueError(
         "schedule_free_eval_params: the optimizer state has no schedule-free part; it works "
         "with states of schedule_free_adamw, schedule_free_sgd or a chain holding schedule_free.")
+  from optimkit import flax as flax_support  # imports no Flax itself
+
   b1 = sf_state.b1
-  return jax.tree.map(
-      lambda y, z: (y + (1.0 - 1.0 / b1) * (z - y)).astype(y.dtype), params, sf_state.z)
+  # Params as `nnx.split` returns them hold Variables, the state plain values (init ran on the
+  # values): average the values, return them in the params' containers.
+  averaged = jax.tree.map(lambda y, z: (y + (1.0 - 1.0 / b1) * (z - y)).astype(y.dtype),
+                          flax_support.values_of(params), flax_support.values_of(sf_state.z))
+  return flax_support.like(params, averaged)

@@ -86,7 +86,7 @@ class ShampooState(NamedTuple):
     graft_momentum: momentum of the grafting update (used before start_preconditioning_step).
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   statistics: Any
   roots: Any
   graft_nu: Any
@@ -140,6 +140,7 @@ def _matrix_power(matrix: jax.Array, p: int) -> jax.Array:
     p >>= 1
     if p:
       base = jnp.matmul(base, base, precision=_HIGHEST)
+  assert result is not None, "_matrix_power needs p >= 1"
   return result
 
 
@@ -255,6 +256,7 @@ def scale_by_shampoo(
     relative_matrix_epsilon: bool = True,
     inverse_failure_threshold: float = 0.1,
     root_method: str = "eigh",
+    weight_decay_mask: Any = None,
     state_storage: StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """Distributed Shampoo's direction (see the module docstring for the equations).
@@ -287,6 +289,8 @@ def scale_by_shampoo(
     relative_matrix_epsilon: scale matrix_epsilon by lambda_max. Default True.
     inverse_failure_threshold: Newton residual above which a new root is discarded. 0.1.
     root_method: "eigh" (default) or "newton" (coupled Newton, distributed_shampoo's default).
+    weight_decay_mask: which leaves the coupled decay applies to: a tree of bools like the params
+      or a callable params -> such a tree (as `optax.add_decayed_weights`); None: all.
     state_storage: how the momenta and the grafting statistics are stored (see
       `optimkit.state`); the Kronecker statistics and roots stay in the compute dtype.
 
@@ -408,6 +412,10 @@ def scale_by_shampoo(
     graft_momentum = treedef.flatten_up_to(
         store.read(state.graft_momentum, updates, signed=True))
     param_leaves = treedef.flatten_up_to(params) if decays else [None] * len(grads)
+    if decays and weight_decay_mask is not None:
+      mask = weight_decay_mask(params) if callable(weight_decay_mask) else weight_decay_mask
+      param_leaves = [w if keep_leaf else None
+                      for w, keep_leaf in zip(param_leaves, treedef.flatten_up_to(mask))]
     run_shampoo = step >= start_preconditioning_step
     added = (1.0 - beta1) if moving_average_for_momentum else 1.0
     directions, new_nu, new_momentum, new_graft_momentum = [], [], [], []
@@ -427,7 +435,7 @@ def scale_by_shampoo(
       else:
         update = preconditioned * (jnp.linalg.norm(grafted)
                                    / (jnp.linalg.norm(preconditioned) + _EPSILON))
-      if decays:
+      if w is not None:
         update = update + weight_decay * w
         grafted = grafted + weight_decay * w
       m = beta1 * m + added * update

@@ -79,7 +79,7 @@ class SOAPState(NamedTuple):
     bases: the eigenbases Q_i in use, shaped as `statistics`.
   """
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
   statistics: Any
@@ -281,7 +281,7 @@ def _stacks(layouts, statistics, bases):
 def _unstack(layouts, like, flat):
   """`flat` (one entry per matrix dim, in leaf order) regrouped as per-leaf tuples."""
   out, position = [], 0
-  for lay, leaf in zip(layouts, like):
+  for _lay, leaf in zip(layouts, like):
     out.append(tuple(flat[position:position + len(leaf)]))
     position += len(leaf)
   return out

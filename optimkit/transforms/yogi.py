@@ -33,7 +33,7 @@ from optimkit.transforms._util import bias_correction, ema, increment, map_like
 class YogiState(NamedTuple):
   """State of `scale_by_yogi`: step count, first moment `mu`, second moment `nu`."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
   mu: Any
   nu: Any
 
