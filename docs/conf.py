@@ -33,7 +33,6 @@ extensions = [
     "optimkit_docs",
     "sphinx_autodoc_typehints",
     "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
     "sphinx_copybutton",
 ]
 

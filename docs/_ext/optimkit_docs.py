@@ -516,7 +516,35 @@ def generate(app: Any) -> None:
   del optimkit
 
 
+def _submodules_directive() -> type:
+  from docutils import nodes
+  from docutils.statemachine import StringList
+  from sphinx.util.docutils import SphinxDirective
+
+  class Submodules(SphinxDirective):
+    """`.. optimkit-submodules:: optimkit.comparison`: `automodule` (members, undocumented
+    ones too) for every public module of the package, found when the site is built, so that a
+    module added to the package is on the page without editing it."""
+
+    required_arguments = 1
+
+    def run(self) -> list[Any]:
+      package = importlib.import_module(self.arguments[0])
+      text = []
+      for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+          text += [f".. automodule:: {package.__name__}.{info.name}", "   :members:",
+                   "   :undoc-members:", ""]
+      container = nodes.container()
+      self.state.nested_parse(StringList(text, source=self.get_source_info()[0]),
+                              self.content_offset, container)
+      return container.children
+
+  return Submodules
+
+
 def setup(app: Any) -> dict[str, Any]:
+  app.add_directive("optimkit-submodules", _submodules_directive())
   app.connect("builder-inited", generate)
   # After napoleon has turned Args: and Returns: into fields and before sphinx_autodoc_typehints
   # adds its markup: same priority, and conf.py lists this extension between the two.
