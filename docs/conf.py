@@ -45,6 +45,9 @@ myst_heading_anchors = 3
 
 # `name` in a docstring links to the object when Sphinx knows it, and is code otherwise.
 default_role = "py:obj"
+# The docstrings' equations are plain text, made literal blocks (_ext/optimkit_docs.py): no
+# Python colouring of "and", "or", "from" in them. Fenced samples name their language.
+highlight_language = "text"
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"  # sphinx_autodoc_typehints puts the types next to Args
 autodoc_preserve_defaults = True

@@ -41,6 +41,7 @@ FAMILIES = {
     "second_order": "Diagonal Hessian estimates (Sophia).",
     "schedule_free": "Iterate averaging instead of a learning-rate schedule.",
     "matrix": "Whole-matrix updates (Muon's orthogonalised momentum).",
+    "kronecker": "Kronecker-factored preconditioners (Shampoo, SOAP, Kron).",
     "lr_free": "Learning-rate-free methods that estimate the step size (D-Adaptation, Prodigy).",
 }
 
