@@ -9,8 +9,8 @@ The optimizer pages, the primitives and states pages and the migration tables ar
 from __future__ import annotations
 
 import pathlib
-import warnings
 import sys
+import warnings
 
 DOCS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
@@ -20,7 +20,7 @@ import optimkit  # noqa: E402
 
 project = "optimkit"
 author = "the optimkit authors"
-copyright = "the optimkit authors"  # noqa: A001 (Sphinx's name)
+copyright = "the optimkit authors"
 release = optimkit.__version__
 version = release
 
@@ -33,7 +33,6 @@ extensions = [
     "optimkit_docs",
     "sphinx_autodoc_typehints",
     "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
     "sphinx_copybutton",
 ]
 

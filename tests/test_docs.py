@@ -91,7 +91,7 @@ def _samples(text: str) -> list[tuple[str, str | None]]:
 
 def _run_page(path: pathlib.Path, prelude: str = "") -> int:
   # As a reader runs them: JAX's default float32 (the suite's conftest turns on float64).
-  x64 = jax.config.jax_enable_x64
+  x64 = jax.config.read("jax_enable_x64")
   jax.config.update("jax_enable_x64", False)
   try:
     return _run_samples(path, prelude)
@@ -244,7 +244,7 @@ def test_the_docstring_examples_run():
   runner = _ExampleRunner()
   seen: set[int] = set()
   ran = 0
-  x64 = jax.config.jax_enable_x64
+  x64 = jax.config.read("jax_enable_x64")
   jax.config.update("jax_enable_x64", False)
   try:
     for module in _documented_modules():

@@ -52,8 +52,8 @@ TORCH_NAMES = {
     "alpha": ("decay", ""),  # RMSprop's smoothing constant
     "etas": (("eta_minus", "eta_plus"), ""),
     "step_sizes": (("min_step_size", "max_step_size"), ""),
-    "beta2_decay": ("decay_rate", "torch's beta2_t = 1 - t^beta2_decay, optimkit's "
-                    "1 - t^-decay_rate: decay_rate = -beta2_decay"),
+    "beta2_decay": ("decay_rate", ("torch's beta2_t = 1 - t^beta2_decay, optimkit's "
+                                   "1 - t^-decay_rate: decay_rate = -beta2_decay")),
 }
 # torch.optim's implementation switches, which have no meaning for a JAX transformation.
 TORCH_IMPLEMENTATION = {"params", "self", "foreach", "maximize", "capturable", "differentiable",
@@ -166,9 +166,10 @@ def optimizer_page(info: Any, parity: dict[str, tuple[str, str, str]]) -> str:
     lines.append(f"| shortcut of | [`{info.shortcut_of}`]({info.shortcut_of}.md), fixing "
                  f"{', '.join(_code(n) for n in fixed)} |")
   lines += ["", "## Arguments", "",
-            "Read from the signature and the registry when this page was built. A hyperparameter "
-            "lives in the state (`optimkit.set_hyperparams` changes it without recompiling); a "
-            "structural argument decides the state's shapes or the compiled program.", "",
+            ("Read from the signature and the registry when this page was built. A "
+             "hyperparameter lives in the state (`optimkit.set_hyperparams` changes it without "
+             "recompiling); a structural argument decides the state's shapes or the compiled "
+             "program."), "",
             "| argument | default | kind | valid range |", "|---|---|---|---|"]
   for name, parameter in signature.parameters.items():
     keyword = " (keyword-only)" if parameter.kind is inspect.Parameter.KEYWORD_ONLY else ""
@@ -194,10 +195,10 @@ def _family_table(registry: Any, family: str, prefix: str) -> list[str]:
 
 def optimizers_index(registry: Any) -> str:
   lines = ["# Optimizers", "",
-           "Every optimizer declared in `optimkit.optimizers`, by the family `optimkit.registry` "
-           "gives it. Each page shows the docstring (equations, defaults, arguments), the "
-           "reference implementation it is tested against, the parity error measured, optax's "
-           "equivalent and every argument's valid range.", ""]
+           ("Every optimizer declared in `optimkit.optimizers`, by the family `optimkit.registry` "
+            "gives it. Each page shows the docstring (equations, defaults, arguments), the "
+            "reference implementation it is tested against, the parity error measured, optax's "
+            "equivalent and every argument's valid range."), ""]
   toctree = ["```{toctree}", ":hidden:", ""]
   for family in _families(registry):
     lines += [f"## [{family}](family-{family}.md)", "", FAMILIES.get(family, ""), ""]
@@ -254,9 +255,10 @@ def _title(module_name: str) -> str:
 
 def primitives_page(by_module: dict[str, list[str]]) -> str:
   lines = ["# Primitives", "",
-           "The gradient transformations optimizers are chained from, one algorithm family per "
-           "module of `optimkit.transforms` (each also importable as `optimkit.transforms.<name>`"
-           "). Their states are on the [states](states.md) page.", ""]
+           ("The gradient transformations optimizers are chained from, one algorithm family per "
+            "module of `optimkit.transforms` (each also importable as "
+            "`optimkit.transforms.<name>`). Their states are on the [states](states.md) page."),
+           ""]
   for module_name, names in by_module.items():
     module = importlib.import_module(module_name)
     functions = [n for n in names if not _is_state(getattr(module, n))]
@@ -275,9 +277,9 @@ def primitives_page(by_module: dict[str, list[str]]) -> str:
 
 def states_page(by_module: dict[str, list[str]]) -> str:
   lines = ["# States", "",
-           "Each primitive's state is a `NamedTuple` of plain arrays (and nested states), so it "
-           "shards, checkpoints and donates like the params. The fields are listed in the "
-           "signature.", ""]
+           ("Each primitive's state is a `NamedTuple` of plain arrays (and nested states), so it "
+            "shards, checkpoints and donates like the params. The fields are listed in the "
+            "signature."), ""]
   for module_name, names in by_module.items():
     module = importlib.import_module(module_name)
     states = [n for n in names if _is_state(getattr(module, n))]
@@ -440,8 +442,9 @@ def plain_text_docstring(lines: list[str]) -> list[str]:
   out: list[str] = []
   protect = None  # the indent whose deeper lines belong to a literal block, directive or field
   created = False  # whether the protected block is a literal block made here
-  text_indent = content_indent = None  # of the last line of ordinary text
-  list_parent = None  # the indent of the text an indented list belongs to
+  text_indent: int | None = None  # of the last line of ordinary text
+  content_indent = 0  # where that line's text starts (after a bullet)
+  list_parent: int | None = None  # the indent of the text an indented list belongs to
   for line in lines:
     stripped = line.strip()
     indent = len(line) - len(line.lstrip())
@@ -470,10 +473,10 @@ def plain_text_docstring(lines: list[str]) -> list[str]:
       out += [" " * text_indent + "::", "", line]
       protect, created, text_indent = text_indent, True, None
       continue
-    if stripped.startswith((".. ", ">>>")) or _FIELD.match(stripped) or stripped.endswith("::"):
-      out.append(line if not _FIELD.match(stripped) else
-                 line[:indent] + _FIELD.match(stripped).group(0) +
-                 _escape_text(stripped[_FIELD.match(stripped).end():]))
+    field = _FIELD.match(stripped)
+    if stripped.startswith((".. ", ">>>")) or field or stripped.endswith("::"):
+      out.append(line[:indent] + field.group(0) + _escape_text(stripped[field.end():])
+                 if field else line)
       protect, text_indent = indent, None
       if stripped.startswith(">>>"):
         protect = indent - 1  # a doctest block runs to the next blank line
@@ -513,7 +516,35 @@ def generate(app: Any) -> None:
   del optimkit
 
 
+def _submodules_directive() -> type:
+  from docutils import nodes
+  from docutils.statemachine import StringList
+  from sphinx.util.docutils import SphinxDirective
+
+  class Submodules(SphinxDirective):
+    """`.. optimkit-submodules:: optimkit.comparison`: `automodule` (members, undocumented
+    ones too) for every public module of the package, found when the site is built, so that a
+    module added to the package is on the page without editing it."""
+
+    required_arguments = 1
+
+    def run(self) -> list[Any]:
+      package = importlib.import_module(self.arguments[0])
+      text = []
+      for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+          text += [f".. automodule:: {package.__name__}.{info.name}", "   :members:",
+                   "   :undoc-members:", ""]
+      container = nodes.container()
+      self.state.nested_parse(StringList(text, source=self.get_source_info()[0]),
+                              self.content_offset, container)
+      return container.children
+
+  return Submodules
+
+
 def setup(app: Any) -> dict[str, Any]:
+  app.add_directive("optimkit-submodules", _submodules_directive())
   app.connect("builder-inited", generate)
   # After napoleon has turned Args: and Returns: into fields and before sphinx_autodoc_typehints
   # adds its markup: same priority, and conf.py lists this extension between the two.
