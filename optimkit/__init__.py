@@ -60,6 +60,9 @@ from optimkit.optimizers import (
     stable_adamw,
     yogi,
 )
+
+# Kronecker-factored preconditioners: Shampoo, SOAP, PSGD Kron (issue 17).
+from optimkit.optimizers.kronecker import kron, shampoo, soap
 from optimkit.optimizers.matrix import muon
 from optimkit.schedules import plot_schedule
 from optimkit.state import StateStorage, compensated_updates
@@ -149,10 +152,8 @@ from optimkit.transforms import (
     skip_nonfinite,
     weight_decay_mask,
 )
-from optimkit.transforms.muon import MuonState, muon_labels, scale_by_muon
-# Kronecker-factored preconditioners: Shampoo, SOAP, PSGD Kron (issue 17).
-from optimkit.optimizers.kronecker import kron, shampoo, soap
 from optimkit.transforms.kron import KronState, precond_update_prob_schedule, scale_by_kron
+from optimkit.transforms.muon import MuonState, muon_labels, scale_by_muon
 from optimkit.transforms.shampoo import ShampooState, scale_by_shampoo
 from optimkit.transforms.soap import SOAPState, scale_by_soap
 

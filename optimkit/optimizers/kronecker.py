@@ -170,7 +170,7 @@ def shampoo(
 class DecayAfterStepState(NamedTuple):
   """State of `_decay_after_step`: steps so far (the first one does not decay)."""
 
-  count: jax.Array
+  count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
 
 
 def _decay_after_step(rate: Any) -> optax.GradientTransformation:
@@ -268,7 +268,7 @@ def soap(
       b1, b2, shampoo_beta, eps, precondition_frequency, max_precondition_dim, merge_dims,
       precondition_1d, correct_bias, normalize_gradient, block_size=block_size,
       sort_eigenbasis=sort_eigenbasis, state_storage=state_storage)
-  decay = _decay_after_step(learning_rate * weight_decay)
+  decay = _decay_after_step(learning_rate * weight_decay)  # type: ignore[operator]  # an array
   if weight_decay_mask is not None:
     decay = optax.masked(decay, weight_decay_mask)
   return optax.chain(direction, optax.scale_by_learning_rate(learning_rate), decay)
@@ -366,7 +366,8 @@ def kron(
     Li, "Preconditioned Stochastic Gradient Descent", arXiv:1512.04202, 2015.
   """
   direction = scale_by_kron(
-      b1, preconditioner_update_probability, max_size_triangular, min_ndim_triangular,
+      b1, preconditioner_update_probability,  # type: ignore[arg-type]  # an array, as above
+      max_size_triangular, min_ndim_triangular,
       memory_save_mode, momentum_into_precond_update, precond_lr, precond_init_scale,
       merge_dims, block_size=block_size, precondition_damped=precondition_damped,
       random_updates=random_updates, seed=seed,
