@@ -4,9 +4,12 @@ step timed as a training loop runs it (median over repeats, after compilation)."
 from __future__ import annotations
 
 import math
+import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -126,3 +129,16 @@ def collective_bytes(hlo: str, devices: int) -> dict[str, float]:
              "collective-permute": 1.0}[kind]
     moved[kind] = moved.get(kind, 0.0) + size * share
   return moved
+
+
+def rerun_on_eight_devices(script: str, arguments: list[str]) -> None:
+  """Runs `script` again in a fresh process with 8 simulated CPU devices (the device count is
+  fixed when JAX starts), printing its output; exits with its code when it fails."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  result = subprocess.run([sys.executable, os.path.abspath(script), *arguments], env=env,
+                          capture_output=True, text=True)
+  print(result.stdout, end="")
+  if result.returncode:
+    print(result.stderr[-4000:], file=sys.stderr)
+    sys.exit(result.returncode)

@@ -25,7 +25,6 @@ import argparse
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 
@@ -37,10 +36,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import optimkit  # noqa: E402
-from benchmarks.common import describe, machine  # noqa: E402
+from benchmarks.common import describe, machine, rerun_on_eight_devices  # noqa: E402
 from benchmarks.muon import transformer_tree  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERIOD = 10
 # A small vocabulary: an unblocked (vocab, width) embedding gives Kron a vocab x vocab triangular
 # factor (and SOAP a vocab x vocab basis), whose O(vocab^3) products would be all the time.
@@ -242,16 +240,8 @@ def main(argv=None) -> None:
     layout(args.mesh_width, args.mesh_layers)
     return
   single_device(args.width, args.layers, args.repeats)
-  env = dict(os.environ, PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  result = subprocess.run([sys.executable, os.path.abspath(__file__), "--layout-only",
-                           "--mesh-width", str(args.mesh_width),
-                           "--mesh-layers", str(args.mesh_layers)],
-                          env=env, capture_output=True, text=True)
-  print(result.stdout, end="")
-  if result.returncode:
-    print(result.stderr[-4000:], file=sys.stderr)
-    sys.exit(result.returncode)
+  rerun_on_eight_devices(__file__, ["--layout-only", "--mesh-width", str(args.mesh_width),
+                                    "--mesh-layers", str(args.mesh_layers)])
 
 
 if __name__ == "__main__":

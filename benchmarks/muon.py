@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -38,10 +37,14 @@ import optax  # noqa: E402
 from optax.contrib import MuonDimensionNumbers  # noqa: E402
 
 import optimkit  # noqa: E402
-from benchmarks.common import collective_bytes, describe, machine  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    collective_bytes,
+    describe,
+    machine,
+    rerun_on_eight_devices,
+)
 from optimkit import registry  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR = 0.02
 
 
@@ -239,16 +242,8 @@ def main(argv=None) -> None:
     layout(args.mesh_width, args.mesh_layers)
     return
   single_device(args.width, args.layers, args.repeats)
-  env = dict(os.environ, PYTHONPATH=ROOT,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  result = subprocess.run([sys.executable, os.path.abspath(__file__), "--layout-only",
-                           "--mesh-width", str(args.mesh_width),
-                           "--mesh-layers", str(args.mesh_layers)],
-                          env=env, capture_output=True, text=True)
-  print(result.stdout, end="")
-  if result.returncode:
-    print(result.stderr[-4000:], file=sys.stderr)
-    sys.exit(result.returncode)
+  rerun_on_eight_devices(__file__, ["--layout-only", "--mesh-width", str(args.mesh_width),
+                                    "--mesh-layers", str(args.mesh_layers)])
 
 
 if __name__ == "__main__":
