@@ -128,8 +128,47 @@ def _local(f: MatrixFn, x: jax.Array) -> jax.Array:
   if x.ndim == 2:
     return f(x)
   batch = x.shape[:-2]
-  out = jax.vmap(f)(x.reshape((-1,) + x.shape[-2:]))
+  out = _batched(f, x.reshape((1, -1) + x.shape[-2:]))[0]
   return out.reshape(batch + out.shape[1:])
+
+
+def _batched(f: MatrixFn, chunks: jax.Array) -> jax.Array:
+  """f on every matrix of `chunks`, shaped (devices, per_device, rows, cols), the leading axis
+  the one that may be sharded: `vmap`, except on CPU for an f that calls a LAPACK routine.
+
+  jaxlib 0.10's CPU LAPACK kernels (eigh, QR, triangular solves, ...) split a batch over XLA's
+  intra-op thread pool and block a pool thread until the pieces are done. Several devices (or
+  independent thunks) running a batched decomposition at once then hold every thread of the pool
+  and wait on each other forever: Shampoo on 8 simulated CPU devices hung in
+  `jax::ParallelBatchMap` (the fix in jaxlib 0.11 is not on PyPI). There, each device runs its
+  matrices one at a time (`lax.map` over the second axis), which calls LAPACK without a batch.
+  Matmul-only work (Newton-Schulz) stays batched everywhere."""
+  if jax.default_backend() == "cpu" and _calls_lapack(f, chunks):
+    return jax.vmap(lambda chunk: jax.lax.map(f, chunk))(chunks)
+  return jax.vmap(jax.vmap(f))(chunks)
+
+
+# Primitives that jaxlib lowers to its CPU LAPACK kernels.
+_LAPACK_PRIMITIVES = frozenset({"eigh", "eig", "qr", "geqrf", "geqp3", "householder_product",
+                                "triangular_solve", "cholesky", "lu", "svd", "schur",
+                                "hessenberg", "tridiagonal", "tridiagonal_solve"})
+
+
+def _calls_lapack(f: MatrixFn, chunks: jax.Array) -> bool:
+  one = jax.ShapeDtypeStruct(chunks.shape[2:], chunks.dtype)
+  return _has_primitive(jax.make_jaxpr(f)(one).jaxpr, _LAPACK_PRIMITIVES)
+
+
+def _has_primitive(jaxpr, names: frozenset) -> bool:
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in names:
+      return True
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+        if hasattr(inner, "eqns") and _has_primitive(inner, names):
+          return True
+  return False
 
 
 def _spread(f: MatrixFn, matrices: list, mesh, axes: tuple[str, ...]) -> list[jax.Array]:
@@ -152,7 +191,8 @@ def _spread(f: MatrixFn, matrices: list, mesh, axes: tuple[str, ...]) -> list[ja
     stack = _constrain(stack, mesh, (), False)
     for hop in hops:
       stack = _constrain(stack, mesh, *hop)
-    out = jax.vmap(f)(stack)
+    out = _batched(f, stack.reshape((devices, -1) + shape))
+    out = out.reshape((-1,) + out.shape[2:])
     for hop in reversed(hops):
       out = _constrain(out, mesh, *hop)
     # Last hop: the stack axis unsharded, the matrix axes free, so that XLA gives each result

@@ -67,6 +67,7 @@ FULL = {
 # The rest of the registry at its typical learning rate, on the Explicit 2 x 4 mesh only (the
 # hardest: sharding in types, model- and data-sharded params, ZeRO-1).
 OPTIMIZERS = dict(FULL)
+TOLERANCES: dict = {}  # sharded vs single-device, where an optimizer needs other than the default
 for _name in optimkit.registry.names():
   if _name not in OPTIMIZERS:
     _info = optimkit.registry.get(_name)
@@ -74,6 +75,19 @@ for _name in optimkit.registry.names():
     # devices rounds differently from the single-device one (1e-3 apart after 3 steps); Muon's
     # own sharded tests (tests/matrix_work_checks.py) cover bfloat16 with its tolerance.
     _kwargs = {"ns_dtype": None} if "ns_dtype" in inspect.signature(_info.make).parameters else {}
+    # SOAP runs Adam in the eigenbasis of its statistics. A wide leaf's statistic is rank
+    # deficient for many steps (16 x 2048 gives a 2048 x 2048 factor of rank <= 16 per step), and
+    # in its null space any orthonormal basis is an eigenbasis: the sharded sums round
+    # differently, eigh picks another basis there, and the runs part as legitimately as two
+    # LAPACK builds would. Factors of at most 16 (full rank here) keep the comparison exact and
+    # still send every leaf's 16 x 16 factor through the sharded eigh.
+    if "max_precondition_dim" in inspect.signature(_info.make).parameters:
+      _kwargs["max_precondition_dim"] = 16
+      # Rounding of the sharded sums reaches the update through float32 eigenvectors (accurate
+      # to eps / eigenvalue gap) and Adam's division by the rotated sqrt(v) + eps, large where v
+      # is near 0: 2 of 32768 elements of "big" (params of order 1) differ by 7.5e-5 after 3
+      # steps on the model mesh. The bound is absolute at that scale.
+      TOLERANCES[_name] = {"rtol": 1e-4, "atol": 2e-4}
     OPTIMIZERS[_name] = lambda info=_info, kw=_kwargs: info.make(info.typical_lr, **kw)
 ALL_MESHES = set(FULL)
 loss_fn = lambda p: sum(jnp.sum(jnp.sin(x) ** 2) for x in jax.tree.leaves(p))
@@ -135,8 +149,9 @@ for name, make in OPTIMIZERS.items():
         assert leaf.sharding.is_equivalent_to(wanted, leaf.ndim), \
             (name, mesh_name, zero, leaf.shape, leaf.sharding, wanted)
       for k in HOST:
-        np.testing.assert_allclose(np.asarray(p[k]), np.asarray(p_single[k]), rtol=2e-5,
-                                   atol=2e-6, err_msg=f"{name} on {mesh_name}, zero1={zero}")
+        np.testing.assert_allclose(np.asarray(p[k]), np.asarray(p_single[k]),
+                                   **TOLERANCES.get(name, {"rtol": 2e-5, "atol": 2e-6}),
+                                   err_msg=f"{name} on {mesh_name}, zero1={zero}")
         assert p[k].sharding.is_equivalent_to(params[k].sharding, p[k].ndim)
       per_device[zero] = max(sharding.bytes_per_device(s).values())
     sizes = ", ".join(f"{'ZeRO-1' if z else 'plain'} {b} B" for z, b in per_device.items())
