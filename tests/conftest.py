@@ -16,3 +16,24 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+# The longest tests (each a subprocess or a whole CLI run, 30 s to a few minutes) go first: under
+# `pytest -n 2` whichever worker draws one late would otherwise run alone at the end while the
+# other idles. The rest keep their order.
+_LONGEST_FIRST = (
+    "tests/test_sharding.py::test_every_optimizer_on_data_model_and_explicit_meshes",
+    "tests/test_sharding.py::test_state_shardings_on_eight_devices",
+    "tests/test_checkpoint_faults.py",
+    "tests/test_docs.py::test_the_site",
+    "tests/comparison/test_compare.py::test_cli_compare",
+    "tests/comparison/test_suite.py::test_suite_end_to_end",
+    "tests/comparison/test_compare.py::test_cli_lr_sweep",
+    "tests/test_matrix_work.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+  rank = lambda item: next((i for i, prefix in enumerate(_LONGEST_FIRST)
+                            if item.nodeid.startswith(prefix)), len(_LONGEST_FIRST))
+  items.sort(key=rank)  # stable: equal ranks keep their collected order
