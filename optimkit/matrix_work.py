@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.extend.core import jaxpr_as_fun
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 MatrixFn = Callable[[jax.Array], jax.Array]
@@ -142,21 +143,20 @@ def _batched(f: MatrixFn, chunks: jax.Array) -> jax.Array:
   and wait on each other forever: Shampoo on 8 simulated CPU devices hung in
   `jax::ParallelBatchMap` (the fix in jaxlib 0.11 is not on PyPI). There, each device runs its
   matrices one at a time (`lax.map` over the second axis), which calls LAPACK without a batch.
-  Matmul-only work (Newton-Schulz) stays batched everywhere."""
-  if jax.default_backend() == "cpu" and _calls_lapack(f, chunks):
-    return jax.vmap(lambda chunk: jax.lax.map(f, chunk))(chunks)
-  return jax.vmap(jax.vmap(f))(chunks)
+  Matmul-only work (Newton-Schulz) stays batched everywhere. f is traced once, here."""
+  one = jax.ShapeDtypeStruct(chunks.shape[2:], chunks.dtype)
+  traced, out_shape = jax.make_jaxpr(f, return_shape=True)(one)
+  run = jaxpr_as_fun(traced)
+  one_matrix = lambda matrix: jax.tree.unflatten(jax.tree.structure(out_shape), run(matrix))
+  if jax.default_backend() == "cpu" and _has_primitive(traced.jaxpr, _LAPACK_PRIMITIVES):
+    return jax.vmap(lambda chunk: jax.lax.map(one_matrix, chunk))(chunks)
+  return jax.vmap(jax.vmap(one_matrix))(chunks)
 
 
 # Primitives that jaxlib lowers to its CPU LAPACK kernels.
 _LAPACK_PRIMITIVES = frozenset({"eigh", "eig", "qr", "geqrf", "geqp3", "householder_product",
                                 "triangular_solve", "cholesky", "lu", "svd", "schur",
                                 "hessenberg", "tridiagonal", "tridiagonal_solve"})
-
-
-def _calls_lapack(f: MatrixFn, chunks: jax.Array) -> bool:
-  one = jax.ShapeDtypeStruct(chunks.shape[2:], chunks.dtype)
-  return _has_primitive(jax.make_jaxpr(f)(one).jaxpr, _LAPACK_PRIMITIVES)
 
 
 def _has_primitive(jaxpr, names: frozenset) -> bool:

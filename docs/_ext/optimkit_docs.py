@@ -43,6 +43,7 @@ FAMILIES = {
     "matrix": "Whole-matrix updates (Muon's orthogonalised momentum).",
     "kronecker": "Kronecker-factored preconditioners (Shampoo, SOAP, Kron).",
     "lr_free": "Learning-rate-free methods that estimate the step size (D-Adaptation, Prodigy).",
+    "low_rank": "Optimizer state in a low-rank projection of the gradients (GaLore).",
 }
 
 # torch.optim's arguments whose optimkit counterpart has another name (an argument of the same

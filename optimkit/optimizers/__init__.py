@@ -37,3 +37,4 @@ from optimkit.optimizers.sign import lion, lion_8bit
 from optimkit.optimizers.sign_and_step import rprop, sign_sgd, signum
 from optimkit.optimizers.sophia import sophia
 from optimkit.optimizers.trust_ratio import lamb, lars
+from optimkit.optimizers.wrapped import cautious_adamw, cautious_lion, galore_adamw

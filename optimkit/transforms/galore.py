@@ -136,15 +136,16 @@ def galore(
   inner = optax.with_extra_args_support(tx)
 
   def projected(params) -> Any:
-    """A bool per leaf: whether it is projected."""
+    """A bool per leaf: whether it is projected. An empty matrix (a zero dimension) has no
+    singular vectors and nothing to save: it goes through `tx` whole, selected or not."""
     if mask is None:
-      return jax.tree.map(lambda p: p.ndim == 2, params)
+      return jax.tree.map(lambda p: p.ndim == 2 and p.size > 0, params)
     chosen = mask(params) if callable(mask) else mask
     def check(path, p, flag):
       if flag and p.ndim != 2:
         raise ValueError(f"{owner}: mask selects {jax.tree_util.keystr(path)} of shape "
                          f"{tuple(p.shape)}; only 2-D leaves can be projected")
-      return bool(flag)
+      return bool(flag) and p.size > 0
     return jax.tree_util.tree_map_with_path(check, params, chosen)
 
   def low_rank_like(params, flags):
