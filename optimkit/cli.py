@@ -15,6 +15,7 @@ status 2, before anything is trained.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import replace
@@ -247,12 +248,24 @@ DEFAULT_MEMORY_OPTIMIZERS = (
     "kron:8bit")
 
 
-def memory_table(total_params: float, names: Sequence[str]) -> list[dict]:
-  """Rows of (optimizer, storage, bytes/param, total GB) for a transformer-shaped tree."""
+def parse_mesh(text: str) -> dict[str, int]:
+  """"2x4" -> {"data": 2, "model": 4}: the data (FSDP, ZeRO-1) and model (tensor) axes."""
+  parts = text.lower().split("x")
+  if len(parts) != 2 or not all(part.isdigit() and int(part) >= 1 for part in parts):
+    raise ValueError(f"--mesh must be DATAxMODEL with two whole numbers >= 1 (e.g. 2x4, 8x1), "
+                     f"got {text!r}")
+  return {"data": int(parts[0]), "model": int(parts[1])}
+
+
+def memory_table(total_params: float, names: Sequence[str],
+                 mesh_shape: dict[str, int] | None = None) -> list[dict]:
+  """Rows of (optimizer, storage, bytes/param, total GB) for a transformer-shaped tree; with a
+  mesh, also the state bytes on one device under FSDP x TP with ZeRO-1 over the data axis."""
   from optimkit import memory, registry
 
   params = memory.transformer_shaped_params(total_params)
   count = memory.param_count(params)
+  specs = memory.fsdp_tp_specs(params) if mesh_shape else None
   rows = []
   for spec in names:
     name, _, storage = spec.partition(":")
@@ -263,9 +276,15 @@ def memory_table(total_params: float, names: Sequence[str]) -> list[dict]:
     tx = maker(**kwargs)
     total = memory.state_bytes(tx, params)
     fields = memory.state_breakdown(tx, params)
-    rows.append({"optimizer": name, "storage": storage or "float32",
-                 "bytes_per_param": total / count, "total_gb": total / 1e9,
-                 "fields": {k: v / count for k, v in fields.items() if v / count >= 0.005}})
+    row = {"optimizer": name, "storage": storage or "float32",
+           "bytes_per_param": total / count, "total_gb": total / 1e9,
+           "fields": {k: v / count for k, v in fields.items() if v / count >= 0.005}}
+    if mesh_shape:
+      zero1_axis = "data" if mesh_shape["data"] > 1 else None
+      per_device = memory.state_bytes_per_device(tx, params, specs, mesh_shape, zero1_axis)
+      row["device_gb"] = per_device / 1e9
+      row["of_even_share"] = per_device / (total / math.prod(mesh_shape.values()))
+    rows.append(row)
   return rows
 
 
@@ -274,19 +293,32 @@ def _memory(args: argparse.Namespace) -> int:
 
   try:
     names = parse_optimizer_names(args.optimizers, allow_storage=True)
-    rows = memory_table(args.params, names)
+    mesh_shape = parse_mesh(args.mesh) if args.mesh else None
+    rows = memory_table(args.params, names, mesh_shape)
   except ValueError as error:
     return _fail("memory", error)
   count = memory.param_count(memory.transformer_shaped_params(args.params))
   print(f"optimizer state for a transformer-shaped tree of {count / 1e9:.3f}B float32 "
-        f"parameters (params themselves: {4 * count / 1e9:.1f} GB)\n")
-  print(f"| {'optimizer':<20} | {'storage':<8} | bytes/param | state GB | largest fields (B/param)")
-  print(f"|{'-' * 22}|{'-' * 10}|-------------|----------|{'-' * 30}")
+        f"parameters (params themselves: {4 * count / 1e9:.1f} GB)")
+  mesh_columns = ""
+  if mesh_shape:
+    devices = math.prod(mesh_shape.values())
+    zero = " with ZeRO-1 over data" if mesh_shape["data"] > 1 else ""
+    print(f"per device: a {mesh_shape['data']} (data) x {mesh_shape['model']} (model) mesh, "
+          f"FSDP x tensor-parallel params{zero}; 'x even' is the device's state over total/"
+          f"{devices}")
+    mesh_columns = " GB/device | x even |"
+  print(f"\n| {'optimizer':<20} | {'storage':<8} | bytes/param | state GB |{mesh_columns} "
+        f"largest fields (B/param)")
+  print(f"|{'-' * 22}|{'-' * 10}|-------------|----------|"
+        f"{'-----------|--------|' if mesh_shape else ''}{'-' * 30}")
   for row in rows:
     fields = ", ".join(f"{k.replace('inner_state.', '')} {v:.2f}"
                        for k, v in sorted(row["fields"].items(), key=lambda kv: -kv[1])[:3])
+    device = (f" {row['device_gb']:>9.3f} | {row['of_even_share']:>6.2f} |"
+              if mesh_shape else "")
     print(f"| {row['optimizer']:<20} | {row['storage']:<8} | {row['bytes_per_param']:>11.3f} | "
-          f"{row['total_gb']:>8.2f} | {fields}")
+          f"{row['total_gb']:>8.2f} |{device} {fields}")
   return 0
 
 
@@ -332,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   memory = commands.add_parser("memory", help="optimizer-state memory for a model size")
   memory.add_argument("--params", type=float, default=7e9, help="number of parameters")
+  memory.add_argument("--mesh", default=None,
+                      help="DATAxMODEL (e.g. 2x4): also the state bytes on one device of that "
+                           "mesh, FSDP x tensor-parallel with ZeRO-1 over data")
   memory.add_argument("--optimizers", default=DEFAULT_MEMORY_OPTIMIZERS,
                       help="comma-separated names, optionally name:storage (8bit, 4bit, ...)")
   memory.set_defaults(handler=_memory)

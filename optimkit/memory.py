@@ -66,3 +66,102 @@ def transformer_shaped_params(total_params: float, vocab_size: int = 32_000,
         "attention_norm": {"scale": s(width)}, "mlp_norm": {"scale": s(width)},
     }
   return tree
+
+
+# ----------------------------------------------------------------------------------------------
+# Real model shapes, and state bytes per device on a mesh (issue 22): the per-device figure is
+# what decides whether a run fits, and a storage format whose blocks straddle shard boundaries
+# is replicated where its parameter is sharded.
+
+# name: (vocab, width, layers, MLP width, key/value width, GPT-2 layout). GPT-2-XL's vocabulary
+# is padded from 50257 to 50304 (a multiple of 64, as nanoGPT and Megatron pad it), without
+# which no mesh axis divides it.
+MODEL_SHAPES: dict[str, tuple[int, int, int, int, int, bool]] = {
+    "llama-2-7b": (32_000, 4096, 32, 11_008, 4096, False),
+    "llama-2-13b": (32_000, 5120, 40, 13_824, 5120, False),
+    "mistral-7b": (32_000, 4096, 32, 14_336, 1024, False),
+    "gpt2-xl": (50_304, 1600, 48, 6400, 1600, True),
+}
+
+
+def model_shaped_params(name: str, dtype: Any = jnp.bfloat16) -> dict:
+  """Abstract parameters of a published decoder's shapes (`MODEL_SHAPES`), Flax layout
+  (kernels are (in, out)), one subtree per layer as an unscanned model holds them."""
+  if name not in MODEL_SHAPES:
+    raise ValueError(f"model_shaped_params: unknown model {name!r}; choose from "
+                     f"{', '.join(MODEL_SHAPES)}")
+  vocab, width, layers, mlp, kv, gpt2 = MODEL_SHAPES[name]
+  s = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
+  tree: dict = {"embedding": s(vocab, width), "final_norm": {"scale": s(width)}}
+  if gpt2:  # learned positions, biases, LayerNorm biases, a fused QKV, a tied output head
+    tree["positions"] = s(1024, width)
+    tree["final_norm"]["bias"] = s(width)
+  else:
+    tree["lm_head"] = s(width, vocab)
+  for i in range(layers):
+    if gpt2:
+      layer = {"attention": {"qkv": {"kernel": s(width, 3 * width), "bias": s(3 * width)},
+                             "out": {"kernel": s(width, width), "bias": s(width)}},
+               "mlp": {"up": {"kernel": s(width, mlp), "bias": s(mlp)},
+                       "down": {"kernel": s(mlp, width), "bias": s(width)}},
+               "attention_norm": {"scale": s(width), "bias": s(width)},
+               "mlp_norm": {"scale": s(width), "bias": s(width)}}
+    else:
+      layer = {"attention": {"q": {"kernel": s(width, width)}, "k": {"kernel": s(width, kv)},
+                             "v": {"kernel": s(width, kv)}, "out": {"kernel": s(width, width)}},
+               "mlp": {"gate": {"kernel": s(width, mlp)}, "up": {"kernel": s(width, mlp)},
+                       "down": {"kernel": s(mlp, width)}},
+               "attention_norm": {"scale": s(width)}, "mlp_norm": {"scale": s(width)}}
+    tree[f"layer_{i:03d}"] = layer
+  return tree
+
+
+def fsdp_tp_specs(params: Any, data_axis: str | None = "data",
+                  model_axis: str | None = "model") -> Any:
+  """PartitionSpecs of the usual FSDP x tensor-parallel layout (either axis may be None):
+  kernels whose output feeds the MLP or attention heads (q, k, v, qkv, gate, up) are split
+  (data, model), the projections back to the residual width (out, down) (model, data), the
+  embedding and output head over the vocabulary (model) and the width (data); vectors over
+  data."""
+  from jax.sharding import PartitionSpec as P
+
+  back = ("out", "down")
+
+  def spec(path, leaf):
+    names = [str(getattr(entry, "key", "")) for entry in path]
+    if leaf.ndim == 1:
+      return P(data_axis)
+    if "embedding" in names or "positions" in names:
+      return P(model_axis, data_axis)
+    if "lm_head" in names:
+      return P(data_axis, model_axis)
+    if any(name in back for name in names):
+      return P(model_axis, data_axis)
+    return P(data_axis, model_axis)
+
+  return jax.tree_util.tree_map_with_path(spec, params)
+
+
+def state_bytes_per_device(tx: optax.GradientTransformation, params: Any, specs: Any,
+                           mesh_shape: dict[str, int], zero1_axis: str | None = None) -> int:
+  """Bytes of `tx.init(params)` on one device of a mesh of `mesh_shape` ({axis: size}), with
+  the state in `optimkit.sharding.state_specs` (ZeRO-1 over `zero1_axis` if given): the sum over
+  state leaves of one shard's bytes. Nothing is allocated; no devices are needed."""
+  from jax.sharding import AbstractMesh, PartitionSpec
+
+  from optimkit import sharding
+
+  mesh = AbstractMesh(tuple(mesh_shape.values()), tuple(mesh_shape))
+  shapes = jax.eval_shape(tx.init, params)
+  state_specs = sharding.state_specs(tx, params, specs, zero1_axis, mesh=mesh)
+  total = 0
+  spec_leaves = jax.tree.leaves(state_specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  for leaf, spec in zip(jax.tree.leaves(shapes), spec_leaves, strict=True):
+    entries = tuple(spec) + (None,) * (leaf.ndim - len(tuple(spec)))
+    elements = 1
+    for size, entry in zip(leaf.shape, entries):
+      split = math.prod(mesh_shape[axis] for axis in
+                        (entry if isinstance(entry, tuple) else (entry,)) if axis is not None)
+      elements *= -(-size // split)
+    total += elements * jnp.dtype(leaf.dtype).itemsize
+  return total

@@ -118,7 +118,9 @@ def _leaf_spec(state_leaf: Any, param_shape: tuple, param_spec: tuple) -> tuple:
   shape = tuple(state_leaf.shape)
   if shape == param_shape:
     return param_spec
-  if len(shape) == len(param_shape) and all(s in (1, p) for s, p in zip(shape, param_shape)):
+  if len(shape) == len(param_shape) and any(s == p for s, p in zip(shape, param_shape)):
+    # Broadcast statistics (a size-1 dim) and projections (GaLore's m x r moments of an m x n
+    # param) keep the param's spec on every dim they share with it.
     return tuple(None if s != p else spec for s, p, spec in zip(shape, param_shape, param_spec))
   if len(shape) == len(param_shape) - 1:
     # A factored statistic: the param's spec without the dropped dim. When several dims could
@@ -192,6 +194,12 @@ def _state_leaf(x: Any) -> bool:
   return q.is_quantized(x) or isinstance(x, optax.MaskedNode)
 
 
+def _state_leaf_or_none(x: Any) -> bool:
+  """Also None: a per-parameter tree that holds nothing for some params (GaLore's projectors of
+  the leaves it does not project) is still laid out like the params."""
+  return x is None or _state_leaf(x)
+
+
 def _laid_out_like_params(node: Any, param_indices: Any) -> list | None:
   """For a state subtree laid out like the params, the parameter index of each of its leaves
   (None for a MaskedNode); None when `node` is not laid out like the params.
@@ -202,15 +210,17 @@ def _laid_out_like_params(node: Any, param_indices: Any) -> list | None:
   mask each label's params) left out. This is how every per-parameter quantity sits in an optax
   state: `tree_map` over the params (or over the masked params) made it.
   """
+  if node is None:
+    return None
   try:
-    structure = jax.tree.structure(node, is_leaf=_state_leaf)
+    structure = jax.tree.structure(node, is_leaf=_state_leaf_or_none)
     groups = structure.flatten_up_to(param_indices)  # type: ignore[attr-defined]  # jaxlib stub
   except (ValueError, TypeError):
     return None
-  leaves = jax.tree.leaves(node, is_leaf=_state_leaf)
+  leaves = jax.tree.leaves(node, is_leaf=_state_leaf_or_none)
   indices: list[int | None] = []
   for leaf, group in zip(leaves, groups):
-    if isinstance(leaf, optax.MaskedNode):
+    if leaf is None or isinstance(leaf, optax.MaskedNode):
       indices.append(None)
     elif isinstance(group, int):
       indices.append(group)
@@ -283,6 +293,10 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
 
   def per_parameter(leaf, index):
     shape, spec = param_shapes[index], param_specs[index]
+    if q.is_quantized(leaf) and not _fits(leaf, shape):
+      # Quantized blocks of another shape than the param's (GaLore's projected moments): no
+      # block maps onto the param's shards, so only ZeRO-1 splits them.
+      return type(leaf)(*(finish(PartitionSpec(), array) for array in leaf))
     if q.is_quantized(leaf):
       parts = _quantized_specs(leaf, shape, spec, axis_sizes)
       return type(parts)(*(finish(PartitionSpec(*part), array)
@@ -299,10 +313,10 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
   def assign(node):
     indices = _laid_out_like_params(node, param_indices)
     if indices is not None:
-      leaves, node_def = jax.tree.flatten(node, is_leaf=_state_leaf)
+      leaves, node_def = jax.tree.flatten(node, is_leaf=_state_leaf_or_none)
       return jax.tree.unflatten(node_def, [
-          optax.MaskedNode() if index is None else per_parameter(leaf, index)
-          for leaf, index in zip(leaves, indices)])
+          leaf if leaf is None else optax.MaskedNode() if index is None
+          else per_parameter(leaf, index) for leaf, index in zip(leaves, indices)])
     if _state_leaf(node) or _is_array_leaf(node):
       return unrelated(node)
     children, node_def = jax.tree.flatten(node, is_leaf=lambda child: child is not node)

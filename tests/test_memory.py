@@ -35,3 +35,50 @@ def test_cli_memory_table_for_7b(capsys):
   assert per_param(("adamw", "8bit")) <= 2.1 and per_param(("adamw", "4bit")) <= 1.1
   assert per_param(("adafactor", "float32")) < 0.05
   assert cli.main(["memory", "--optimizers", "nope"]) == 2
+
+
+@pytest.mark.parametrize("name, billions", [("llama-2-7b", 6.74), ("llama-2-13b", 13.02),
+                                            ("mistral-7b", 7.24), ("gpt2-xl", 1.56)])
+def test_model_shapes_have_the_published_parameter_counts(name, billions):
+  tree = memory.model_shaped_params(name)
+  assert abs(memory.param_count(tree) / 1e9 - billions) < 0.01
+  specs = memory.fsdp_tp_specs(tree)
+  # Every spec divides its dimension on the 2 x 4 mesh (state_specs checks it and would raise).
+  memory.state_bytes_per_device(optimkit.sgd(1e-2, momentum=0.9), tree, specs,
+                                {"data": 2, "model": 4})
+  with pytest.raises(ValueError, match="unknown model"):
+    memory.model_shaped_params("llama-1")
+
+
+def test_float32_state_takes_an_even_share_per_device():
+  """AdamW's float32 moments follow their parameters' shards: one device of 2 x 4 holds 1/8 of
+  the state with ZeRO-1 over data, 1/4 without (params replicated over data, FSDP off), up
+  to the replicated step counts."""
+  tree = memory.model_shaped_params("llama-2-7b")
+  tx = optimkit.adamw(1e-3)
+  total = memory.state_bytes(tx, tree)
+  mesh = {"data": 2, "model": 4}
+  fsdp_tp = memory.fsdp_tp_specs(tree)
+  assert memory.state_bytes_per_device(tx, tree, fsdp_tp, mesh, "data") / total == \
+      pytest.approx(1 / 8, rel=1e-3)
+  tp_only = memory.fsdp_tp_specs(tree, None, "model")
+  assert memory.state_bytes_per_device(tx, tree, tp_only, mesh) / total == \
+      pytest.approx(1 / 4, rel=1e-3)
+  assert memory.state_bytes_per_device(tx, tree, tp_only, mesh, "data") / total == \
+      pytest.approx(1 / 8, rel=1e-3)
+
+
+def test_cli_memory_per_device_on_a_mesh(capsys):
+  assert cli.main(["memory", "--params", "1e8", "--mesh", "2x4",
+                   "--optimizers", "adamw,lion"]) == 0
+  out = capsys.readouterr().out
+  assert "2 (data) x 4 (model) mesh" in out
+  rows = [line for line in out.splitlines() if line.startswith("| adamw") or
+          line.startswith("| lion")]
+  assert len(rows) == 2
+  for row in rows:
+    total_gb, device_gb, even = (float(row.split("|")[i]) for i in (4, 5, 6))
+    assert even == pytest.approx(1.0, abs=0.01) and device_gb == pytest.approx(total_gb / 8,
+                                                                               rel=0.02)
+  assert cli.main(["memory", "--mesh", "2by4"]) == 2
+  assert "--mesh must be DATAxMODEL" in capsys.readouterr().err

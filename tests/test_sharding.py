@@ -99,6 +99,32 @@ def test_specs_through_masks_of_whole_subtrees_and_unforeseen_layouts():
   assert got["copies"] == [P("model"), P("data", "model")] * 2, got
 
 
+def test_galore_projections_keep_the_params_shared_dim_and_take_zero1():
+  """GaLore's projected moments (m x r of an m x n param) and projectors (r x n) keep the
+  param's spec on the dim they share with it; quantized projected moments (blocks of m x r, not
+  of the param) no longer raise, and ZeRO-1 splits them."""
+  import jax
+  from jax.sharding import AbstractMesh, PartitionSpec as P
+
+  import optimkit
+  from optimkit import sharding
+
+  mesh = AbstractMesh((2, 4), ("data", "model"))
+  params, specs = _abstract({"tall": ((512, 64), P("model", "data")),
+                             "wide": ((64, 512), P(None, "model")), "b": ((64,), P("model"))})
+  got = sharding.state_specs(optimkit.galore_adamw(1e-3, rank=8), params, specs=specs,
+                             mesh=mesh).inner_state[0]
+  assert got.inner_state.mu == {"tall": P("model", None), "wide": P(None, "model"),
+                                "b": P("model")}
+  # tall: P = V[:, :r]^T (r x n) shares n; wide: P = U[:, :r] (m x r) shares m (unsharded).
+  assert got.projectors == {"tall": P(None, "data"), "wide": P(None, None), "b": None}
+  quantized = sharding.state_specs(optimkit.galore_adamw(1e-3, rank=8, state_storage="8bit"),
+                                   params, specs=specs, mesh=mesh, zero1_axis="data")
+  codes = [leaf for leaf in jax.tree.leaves(quantized.inner_state[0].inner_state.mu,
+                                            is_leaf=lambda x: isinstance(x, P))]
+  assert any("data" in tuple(spec) for spec in codes), codes
+
+
 def _free_port():
   import socket
 
