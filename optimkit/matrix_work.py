@@ -14,7 +14,8 @@ matrices"; this module decides who computes what:
     sharded over all (Auto) mesh axes, so each device holds ceil(count / devices) whole
     matrices: XLA moves them there with one all-to-all per mesh axis (a local slice when the
     inputs are replicated);
-  - f runs under `vmap` on each device's share;
+  - f runs under `vmap` on each device's share (on CPU, an f that calls LAPACK runs one matrix
+    at a time instead: see `_batched`);
   - each result goes back to the layout its consumer needs through the same hops (an
     all-gather when that layout is replicated, as in data parallelism: the authors'
     distributed Muon).
