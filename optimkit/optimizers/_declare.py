@@ -286,6 +286,12 @@ def shortcut(base: Callable[..., Any], name: str, doc: str, **fixed: Any) -> Cal
   return make
 
 
+def mu_storage_of(owner: str, mu_dtype: Any) -> storage.StorageLike | None:
+  """The `mu_storage=` of a primitive whose first moment may be stored apart from the rest:
+  optax's `mu_dtype` as a storage format, or None (the first moment follows `state_storage`)."""
+  return None if mu_dtype is None else storage_of(owner, "mu_dtype", mu_dtype, "float32")
+
+
 def storage_of(owner: str, name: str, dtype: Any, state_storage: storage.StorageLike
                ) -> storage.StorageLike:
   """The storage format an optax dtype argument asks for (`mu_dtype`, `accumulator_dtype`,

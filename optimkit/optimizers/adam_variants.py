@@ -16,7 +16,12 @@ from typing import Any
 
 import optax
 
-from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of
+from optimkit.optimizers._declare import (
+  Mask,
+  ScalarOrSchedule,
+  mu_storage_of,
+  optimizer,
+)
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.adabelief import scale_by_adabelief
 from optimkit.transforms.adamax import scale_by_adamax
@@ -29,15 +34,12 @@ from optimkit.transforms.yogi import scale_by_yogi
 _MOMENTUM_DECAY = {"momentum_decay": dict(low=0.0)}
 
 
-def _mu_storage(owner: str, mu_dtype: Any) -> StorageLike | None:
-  return None if mu_dtype is None else storage_of(owner, "mu_dtype", mu_dtype, "float32")
-
 
 def _nadam_direction(owner: str, b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype: Any,
                      nesterov: bool, momentum_decay: Any, momentum_schedule: bool,
                      state_storage: StorageLike) -> optax.GradientTransformation:
   """NAdam's direction, or Adam's when `nesterov=False` (as optax.nadam(nesterov=False))."""
-  mu_storage = _mu_storage(owner, mu_dtype)
+  mu_storage = mu_storage_of(owner, mu_dtype)
   if not nesterov:
     return scale_by_adam(b1, b2, eps, eps_root, state_storage=state_storage,
                          mu_storage=mu_storage)
@@ -203,7 +205,7 @@ def amsgrad(
   return optax.chain(
       scale_by_amsgrad(b1, b2, eps, eps_root, bias_correction_mu, bias_correction_nu,
                        debias_before_max=debias_before_max, state_storage=state_storage,
-                       mu_storage=_mu_storage("amsgrad", mu_dtype)),
+                       mu_storage=mu_storage_of("amsgrad", mu_dtype)),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))
 

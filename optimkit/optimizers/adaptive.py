@@ -11,7 +11,13 @@ from typing import Any
 
 import optax
 
-from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, shortcut, storage_of
+from optimkit.optimizers._declare import (
+  Mask,
+  ScalarOrSchedule,
+  mu_storage_of,
+  optimizer,
+  shortcut,
+)
 from optimkit.state.storage import StorageLike
 from optimkit.transforms._util import uses_previous_ema
 from optimkit.transforms.adam_mini import Blocks, scale_by_adam_mini
@@ -61,8 +67,7 @@ def adam(
   """
   return optax.chain(
       scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_storage=state_storage,
-                    mu_storage=storage_of("adam", "mu_dtype", mu_dtype, "float32")
-                    if mu_dtype is not None else None),
+                    mu_storage=mu_storage_of("adam", mu_dtype)),
       optax.scale_by_learning_rate(learning_rate))
 
 
@@ -107,8 +112,7 @@ def adamw(
   """
   return optax.chain(
       scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov, state_storage=state_storage,
-                    mu_storage=storage_of("adamw", "mu_dtype", mu_dtype, "float32")
-                    if mu_dtype is not None else None),
+                    mu_storage=mu_storage_of("adamw", mu_dtype)),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))
 

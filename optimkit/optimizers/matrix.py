@@ -8,7 +8,14 @@ import jax
 import optax
 from optax.contrib import MuonDimensionNumbers
 
-from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of, structural
+from optimkit.optimizers._declare import (
+  Mask,
+  ScalarOrSchedule,
+  mu_storage_of,
+  optimizer,
+  storage_of,
+  structural,
+)
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.moments import scale_by_adam
 from optimkit.transforms.muon import JORDAN_COEFFS, muon_labels, rank2_labels, scale_by_muon
@@ -160,8 +167,7 @@ def muon(
     Liu et al., "Muon is Scalable for LLM Training", arXiv:2502.16982, 2025.
   """
   muon_storage = storage_of("muon", "mu_dtype", mu_dtype, state_storage)
-  adam_mu_storage = storage_of("muon", "mu_dtype", mu_dtype, "float32") \
-      if mu_dtype is not None else None
+  adam_mu_storage = mu_storage_of("muon", mu_dtype)
   matrices = optax.chain(
       scale_by_muon(ns_coeffs, ns_steps, beta, eps, nesterov=nesterov, ns_dtype=ns_dtype,
                     consistent_rms=consistent_rms, bias_correction=bias_correction,

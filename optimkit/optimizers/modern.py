@@ -20,7 +20,12 @@ from typing import Any, Callable
 import jax
 import optax
 
-from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of
+from optimkit.optimizers._declare import (
+  Mask,
+  ScalarOrSchedule,
+  mu_storage_of,
+  optimizer,
+)
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.ademamix import scale_by_ademamix, scale_by_simplified_ademamix
 from optimkit.transforms.adopt import add_decayed_weights_after_first_step, scale_by_adopt
@@ -32,9 +37,6 @@ _NON_NEGATIVE = dict(low=0.0)
 _POSITIVE = dict(low=0.0, low_inclusive=False)
 _BETA = dict(low=0.0, high=1.0, high_inclusive=False)
 
-
-def _mu_storage(owner: str, mu_dtype: Any) -> StorageLike | None:
-  return None if mu_dtype is None else storage_of(owner, "mu_dtype", mu_dtype, "float32")
 
 
 def _clip_value(count: jax.Array) -> jax.Array:
@@ -100,7 +102,7 @@ def adopt(
   """
   direction = scale_by_adopt(b1, b2, eps, nesterov=nesterov, use_clipping=use_clipping,
                              clip_value_fn=clip_value_fn, state_storage=state_storage,
-                             mu_storage=_mu_storage("adopt", mu_dtype))
+                             mu_storage=mu_storage_of("adopt", mu_dtype))
   if decouple:
     return optax.chain(direction, add_decayed_weights_after_first_step(weight_decay, mask),
                        optax.scale_by_learning_rate(learning_rate))
@@ -169,7 +171,7 @@ def ademamix(
   return optax.chain(
       scale_by_ademamix(b1, b2, b3, alpha, eps, eps_root, alpha_warmup=alpha_warmup,
                         b3_warmup=b3_warmup, state_storage=state_storage,
-                        mu_storage=_mu_storage("ademamix", mu_dtype)),
+                        mu_storage=mu_storage_of("ademamix", mu_dtype)),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))
 

@@ -6,7 +6,12 @@ from typing import Any, Union
 
 import optax
 
-from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of
+from optimkit.optimizers._declare import (
+  Mask,
+  ScalarOrSchedule,
+  mu_storage_of,
+  optimizer,
+)
 from optimkit.state.storage import StorageLike
 from optimkit.transforms.hessian import HessianEstimator, scale_by_sophia
 
@@ -92,8 +97,7 @@ def sophia(
   direction = scale_by_sophia(
       b1, b2, gamma, eps, update_interval, estimator, seed, state_storage=state_storage,
       clip_threshold=clip_threshold,
-      mu_storage=storage_of("sophia", "mu_dtype", mu_dtype, "float32")
-      if mu_dtype is not None else None,
+      mu_storage=mu_storage_of("sophia", mu_dtype),
       print_win_rate_every_n_steps=print_win_rate_every_n_steps if verbose else 0)
   return optax.chain(direction, optax.add_decayed_weights(weight_decay, weight_decay_mask),
                      optax.scale_by_learning_rate(learning_rate))

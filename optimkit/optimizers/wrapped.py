@@ -20,7 +20,14 @@ from typing import Any
 
 import optax
 
-from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of, structural
+from optimkit.optimizers._declare import (
+  Mask,
+  ScalarOrSchedule,
+  mu_storage_of,
+  optimizer,
+  storage_of,
+  structural,
+)
 from optimkit.state.storage import StorageLike
 from optimkit.transforms._util import uses_previous_ema
 from optimkit.transforms.cautious import cautious
@@ -81,8 +88,7 @@ def cautious_adamw(
   return optax.chain(
       cautious(scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov,
                              state_storage=state_storage,
-                             mu_storage=storage_of("cautious_adamw", "mu_dtype", mu_dtype,
-                                                   "float32") if mu_dtype is not None else None),
+                             mu_storage=mu_storage_of("cautious_adamw", mu_dtype)),
                direction=True),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))
