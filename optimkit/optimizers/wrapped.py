@@ -31,7 +31,7 @@ from optimkit.optimizers._declare import (
 from optimkit.state.storage import StorageLike
 from optimkit.transforms._util import uses_previous_ema
 from optimkit.transforms.cautious import cautious
-from optimkit.transforms.galore import PROJ_TYPES, galore
+from optimkit.transforms.galore import galore
 from optimkit.transforms.moments import scale_by_adam
 from optimkit.transforms.sign_momentum import scale_by_sign_momentum
 
@@ -195,8 +195,6 @@ def galore_adamw(
   lr^2 wd u per step; with eps = 0 and no decay the two are equal
   (tests/optimizers/test_wrapped.py).
   """
-  if proj_type not in PROJ_TYPES:
-    raise ValueError(f"galore_adamw: proj_type must be one of {PROJ_TYPES}, got {proj_type!r}")
   return optax.chain(
       galore(scale_by_adam(b1, b2, eps, state_storage=state_storage), rank, update_proj_gap,
              scale, proj_type=proj_type, mask=projection_mask),
