@@ -293,11 +293,11 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
 
   def per_parameter(leaf, index):
     shape, spec = param_shapes[index], param_specs[index]
-    if q.is_quantized(leaf) and not _fits(leaf, shape):
-      # Quantized blocks of another shape than the param's (GaLore's projected moments): no
-      # block maps onto the param's shards, so only ZeRO-1 splits them.
-      return type(leaf)(*(finish(PartitionSpec(), array) for array in leaf))
     if q.is_quantized(leaf):
+      if not _fits(leaf, shape):
+        # Quantized blocks of another shape than the param's (GaLore's projected moments): no
+        # block maps onto the param's shards, so only ZeRO-1 splits them.
+        return type(leaf)(*(finish(PartitionSpec(), array) for array in leaf))
       parts = _quantized_specs(leaf, shape, spec, axis_sizes)
       return type(parts)(*(finish(PartitionSpec(*part), array)
                            for part, array in zip(parts, leaf)))
