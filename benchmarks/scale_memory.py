@@ -12,6 +12,7 @@ Target (issue 22): <= 1.05 for every storage on every tree and mesh.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -28,18 +29,17 @@ DEFAULT_OPTIMIZERS = ("adamw,adamw:bfloat16,adamw:8bit,adamw:4bit,lion,lion:8bit
                       "adam_mini,muon,muon:8bit,galore_adamw")
 
 
-def rows(tree: str, specs_of: dict, names: list[str]):
-  params = memory.model_shaped_params(tree)
+def rows(params, names: list[str]):
+  specs = {mesh: memory.fsdp_tp_specs_for(params, shape) for mesh, shape in MESHES.items()}
   for spec in names:
     name, _, storage = spec.partition(":")
     tx = optimkit.registry.get(name).make(**({"state_storage": storage} if storage else {}))
     total = memory.state_bytes(tx, params)
     ratios = []
-    for mesh_name, shape in MESHES.items():
-      specs = specs_of[mesh_name](params)
-      even = total / 8
+    for mesh, shape in MESHES.items():
+      even = total / math.prod(shape.values())
       for zero in (None, "data") if shape["data"] > 1 else (None,):
-        ratios.append(memory.state_bytes_per_device(tx, params, specs, shape, zero) / even)
+        ratios.append(memory.state_bytes_per_device(tx, params, specs[mesh], shape, zero) / even)
     yield spec, total / memory.param_count(params), ratios
 
 
@@ -49,19 +49,15 @@ def main() -> None:
   parser.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS)
   args = parser.parse_args()
   print(machine())
-  specs_of = {
-      "fsdp 8x1": lambda p: memory.fsdp_tp_specs(p, "data", None),
-      "tp 1x8": lambda p: memory.fsdp_tp_specs(p, None, "model"),
-      "fsdp x tp 2x4": lambda p: memory.fsdp_tp_specs(p, "data", "model"),
-  }
   columns = ["fsdp 8x1", "fsdp 8x1 +ZeRO-1", "tp 1x8", "2x4", "2x4 +ZeRO-1"]
   for tree in args.trees.split(","):
     start = time.perf_counter()
-    print(f"\n### {tree} ({memory.param_count(memory.model_shaped_params(tree)) / 1e9:.2f}B "
-          f"params): one device's state / (total / 8)\n")
+    params = memory.model_shaped_params(tree)
+    print(f"\n### {tree} ({memory.param_count(params) / 1e9:.2f}B params): one device's state / "
+          f"(total / 8)\n")
     print("| optimizer | B/param | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
-    for spec, per_param, ratios in rows(tree, specs_of, args.optimizers.split(",")):
+    for spec, per_param, ratios in rows(params, args.optimizers.split(",")):
       print(f"| {spec} | {per_param:.3f} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |",
             flush=True)
     print(f"\n({time.perf_counter() - start:.0f} s)")

@@ -265,7 +265,7 @@ def memory_table(total_params: float, names: Sequence[str],
 
   params = memory.transformer_shaped_params(total_params)
   count = memory.param_count(params)
-  specs = memory.fsdp_tp_specs(params) if mesh_shape else None
+  specs = memory.fsdp_tp_specs_for(params, mesh_shape) if mesh_shape else None
   rows = []
   for spec in names:
     name, _, storage = spec.partition(":")

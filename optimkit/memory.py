@@ -142,6 +142,13 @@ def fsdp_tp_specs(params: Any, data_axis: str | None = "data",
   return jax.tree_util.tree_map_with_path(spec, params)
 
 
+def fsdp_tp_specs_for(params: Any, mesh_shape: dict[str, int]) -> Any:
+  """`fsdp_tp_specs` on a {"data": d, "model": m} mesh, naming only the axes of size > 1: a spec
+  naming an axis of size 1 shards nothing but would keep ZeRO-1 off that dim."""
+  return fsdp_tp_specs(params, "data" if mesh_shape["data"] > 1 else None,
+                       "model" if mesh_shape["model"] > 1 else None)
+
+
 def state_bytes_per_device(tx: optax.GradientTransformation, params: Any, specs: Any,
                            mesh_shape: dict[str, int], zero1_axis: str | None = None) -> int:
   """Bytes of `tx.init(params)` on one device of a mesh of `mesh_shape` ({axis: size}), with

@@ -82,3 +82,16 @@ def test_cli_memory_per_device_on_a_mesh(capsys):
                                                                                rel=0.02)
   assert cli.main(["memory", "--mesh", "2by4"]) == 2
   assert "--mesh must be DATAxMODEL" in capsys.readouterr().err
+
+
+def test_mesh_specs_name_only_the_axes_that_split():
+  """A spec naming an axis of size 1 shards nothing but keeps ZeRO-1 off that dim: on an 8 x 1
+  mesh (FSDP alone) Adafactor's column statistics would stay whole on every device."""
+  from jax.sharding import PartitionSpec as P
+
+  tree = memory.model_shaped_params("llama-2-7b")
+  specs = memory.fsdp_tp_specs_for(tree, {"data": 8, "model": 1})
+  assert specs["layer_000"]["mlp"]["up"]["kernel"] == P("data", None)
+  tx = optimkit.adafactor(1e-3)
+  per_device = memory.state_bytes_per_device(tx, tree, specs, {"data": 8, "model": 1}, "data")
+  assert per_device / (memory.state_bytes(tx, tree) / 8) < 1.01
