@@ -120,8 +120,8 @@ def test_galore_projections_keep_the_params_shared_dim_and_take_zero1():
   assert got.projectors == {"tall": P(None, "data"), "wide": P(None, None), "b": None}
   quantized = sharding.state_specs(optimkit.galore_adamw(1e-3, rank=8, state_storage="8bit"),
                                    params, specs=specs, mesh=mesh, zero1_axis="data")
-  codes = [leaf for leaf in jax.tree.leaves(quantized.inner_state[0].inner_state.mu,
-                                            is_leaf=lambda x: isinstance(x, P))]
+  codes = jax.tree.leaves(quantized.inner_state[0].inner_state.mu,
+                          is_leaf=lambda x: isinstance(x, P))
   assert any("data" in tuple(spec) for spec in codes), codes
 
 
