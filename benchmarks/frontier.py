@@ -6,7 +6,7 @@ the final test loss on the reference task of `optimkit compare` (the byte-level 
 
 Runs through the suite's machinery (`optimkit.comparison.suite.run_tasks`): one compilation per
 configuration, a learning-rate sweep chosen on validation (recipe rate x 2^k, k in -1, 0, 1,
-extended once past an edge; `--no-sweep`: the recipe's rate, as `optimkit compare` runs it),
+extended past an edge up to `--extensions` times; `--no-sweep`: the recipe's rate, as `optimkit compare` runs it),
 then the seeds at the chosen rate; everything reported is measured on test. Runs are cached
 in `--out`, so an interrupted run resumes. Bytes per parameter are
 counted on the 7B-shaped tree, where the per-leaf block scales and the factored or per-block
@@ -61,6 +61,8 @@ def main() -> None:
   parser.add_argument("--seeds", type=int, default=2)
   parser.add_argument("--steps", type=int, default=TaskConfig().steps)
   parser.add_argument("--plot", default=None, help="write the frontier plot (PNG) here")
+  parser.add_argument("--extensions", type=int, default=1,
+                      help="grid points added past an edge at most (the default grid is k in -1..1)")
   parser.add_argument("--no-sweep", dest="sweep", action="store_false",
                       help="each configuration at its recipe's rate only (seeds only)")
   args = parser.parse_args()
@@ -70,7 +72,8 @@ def main() -> None:
                                     config.eval_every, config.eval_batches))
   task = Task("frontier", "state bytes against loss", problem, candidates(), sweep=args.sweep)
   budget = Budget("frontier", FULL.lm, FULL.digits, FULL.large_batch_factor, grid_base=2.0,
-                  grid_exponents=(-1, 0, 1), extensions=1, seeds=args.seeds)
+                  grid_exponents=(-1, 0, 1), extensions=args.extensions,
+                  seeds=args.seeds)
   result = run_tasks(args.out, {"frontier": task}, budget).tasks["frontier"]
 
   tree = model_shaped_params("llama-2-7b")
@@ -82,7 +85,7 @@ def main() -> None:
   reference = next(np.mean(r[4]) for r in rows if r[0] == "adamw")
 
   print(f"{result.description}; seeds {args.seeds}; " + (
-      "lr grid: recipe x 2^k, k in -1..1 (+1 past an edge)" if args.sweep
+      f"lr grid: recipe x 2^k, k in -1..1 (+{args.extensions} past an edge)" if args.sweep
       else "each at its recipe's learning rate"))
   print()
   print("| configuration | B/param (7B tree) | lr | test loss per seed | mean | vs AdamW | "
