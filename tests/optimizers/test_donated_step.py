@@ -52,9 +52,16 @@ ALLOWED = {
                  ("8bit", r"^params\[|^add_convert_fusion", ("as bfloat16, and the new codes are "
                   "computed apart from the buffer they are written to. Not yet fixed"))],
     "adopt": [
-        ("*", r"^params\[|\.nu\[", ("the update divides the gradient by the old nu (ADOPT's "
-         "v_{t-1}) in both the mu update and the params update, while the nu update overwrites "
-         "nu in place. Not yet fixed")),
+        ("*", r"^params\[", ("with L2 decay coupled into the gradient (the default), g + wd p is "
+         "read by the nu update and by the momentum update, which divides by v_{t-1} and so must "
+         "run before nu is overwritten; the params update reads only the new momentum, so the nu "
+         "fusion (one output on CPU) is not ordered before the params write, and a data "
+         "dependence of the direction on the new nu is undone by fusion, which recomputes nu "
+         "from the old buffer inside the params update. Removing it means recovering v_{t-1} "
+         "from v_t (previous_ema), inexact exactly where ADOPT's normaliser matters (a gradient "
+         "spike dominating v_t). With decouple=True the step has no params-sized copy")),
+        ("8bit", r"^add_convert_fusion", ("the new nu codes, written after the momentum's "
+         "(written_after), are computed apart from their buffer. Not yet fixed")),
     ],
     "dadapt_adamw": [
         ("*", r"\.(exp_avg|exp_avg_sq|grad_sum)\[", ("the step size d is a global reduction over "
@@ -67,8 +74,12 @@ ALLOWED = {
         ("*", r"\.(exp_avg|exp_avg_sq|grad_sum)\[", "as dadapt_adamw. Not yet fixed"),
     ],
     "rprop": [
-        ("*", r"\.prev_signs\[", ("the new step sizes and the new signs both read the old signs "
-         "(int8, 1 byte a parameter). Not yet fixed")),
+        ("*", r"\.prev_signs\[", ("the old signs (int8, 1 byte a parameter) are read by three "
+         "writes: the step sizes, the new signs, and the params update outside the transform "
+         "(which recomputes the new signs from the old: XLA duplicates the cheap sign fusion into "
+         "every consumer, so reading the new signs reads the old ones). The signs' write cannot "
+         "depend on the params update from inside the transform, and a dependence on the "
+         "direction is fused back into it the same way")),
     ],
     "shampoo": [(fmt, r"^params\[", ("the grafted update reads the params after the stored "
                  "momentum's write. Not yet fixed")) for fmt in ("bfloat16", "8bit", "4bit")],
