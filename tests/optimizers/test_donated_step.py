@@ -65,14 +65,14 @@ ALLOWED = {
     ],
     "dadapt_adamw": [
         ("*", r"\.(exp_avg|exp_avg_sq|grad_sum)\[", ("the step size d is a global reduction over "
-         "the new moments and sums, which are then recomputed from the old ones after it. Not "
-         "yet fixed")),
+         "the new sums, and the params update, which waits for it, recomputes the new moments "
+         "from the old buffers rather than reading the written ones (the write selects the "
+         "kept moments at lr = 0, the update reads the unselected ones; prodigy's fix, the "
+         "update reading the selected ones, applies), so their in-place writes are not ordered "
+         "before it. Not yet fixed")),
     ],
     "lars": [(fmt, r"^params\[", _QUANTIZED_TRUST) for fmt in ("bfloat16", "8bit", "4bit")],
     "novograd": [(fmt, r"^params\[", _QUANTIZED_TRUST) for fmt in ("bfloat16", "8bit", "4bit")],
-    "prodigy": [
-        ("*", r"\.(exp_avg|exp_avg_sq|grad_sum)\[", "as dadapt_adamw. Not yet fixed"),
-    ],
     "rprop": [
         ("*", r"\.prev_signs\[", ("the old signs (int8, 1 byte a parameter) are read by three "
          "writes: the step sizes, the new signs, and the params update outside the transform "
@@ -107,7 +107,6 @@ TEMPORARIES = {
     "lamb": (1, _REDUCTION),
     "mars": (1, "the corrected gradient's norm clips it before the moments read it"),
     "muon": (11, "Newton-Schulz iterations are matrix products"),
-    "prodigy": (1, _REDUCTION),
     "ranger": (2, "Lookahead's slow weights read the fast update"),
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
