@@ -63,14 +63,6 @@ ALLOWED = {
         ("8bit", r"^add_convert_fusion", ("the new nu codes, written after the momentum's "
          "(written_after), are computed apart from their buffer. Not yet fixed")),
     ],
-    "dadapt_adamw": [
-        ("*", r"\.(exp_avg|exp_avg_sq|grad_sum)\[", ("the step size d is a global reduction over "
-         "the new sums, and the params update, which waits for it, recomputes the new moments "
-         "from the old buffers rather than reading the written ones (the write selects the "
-         "kept moments at lr = 0, the update reads the unselected ones; prodigy's fix, the "
-         "update reading the selected ones, applies), so their in-place writes are not ordered "
-         "before it. Not yet fixed")),
-    ],
     "lars": [(fmt, r"^params\[", _QUANTIZED_TRUST) for fmt in ("bfloat16", "8bit", "4bit")],
     "novograd": [(fmt, r"^params\[", _QUANTIZED_TRUST) for fmt in ("bfloat16", "8bit", "4bit")],
     "rprop": [
@@ -101,7 +93,7 @@ TEMPORARIES = {
     "came": (3, _REDUCTION),
     "cautious_adamw": (2, "the cautious mask's normaliser is a reduction over the mask"),
     "cautious_lion": (1, "the cautious mask's normaliser is a reduction over the mask"),
-    "dadapt_adamw": (2, _REDUCTION),
+    "dadapt_adamw": (1, _REDUCTION),
     "galore_adamw": (3, "the projection and back-projection are matrix products"),
     "kron": (3, "preconditioning is matrix products"),
     "lamb": (1, _REDUCTION),
