@@ -75,12 +75,6 @@ ALLOWED = {
     ],
     "shampoo": [(fmt, r"^params\[", ("the grafted update reads the params after the stored "
                  "momentum's write. Not yet fixed")) for fmt in ("bfloat16", "8bit", "4bit")],
-    "soap": [
-        ("*", r"\.(mu|nu)\[", ("the moments are read in the rotated basis by the update and by "
-         "their own update. Not yet fixed")),
-        ("8bit", r"^add_convert_fusion", ("new codes computed apart from their buffer. Not yet "
-         "fixed")),
-    ],
 }
 
 # Params-sized float32 buffers the float32 step writes and reads back, on the matrix leaf, as
@@ -102,7 +96,7 @@ TEMPORARIES = {
     "ranger": (2, "Lookahead's slow weights read the fast update"),
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
-    "soap": (9, "the rotations into and out of the eigenbasis are matrix products"),
+    "soap": (8, "the rotations into and out of the eigenbasis are matrix products"),
     "stable_adamw": (2, _REDUCTION),
 }
 
