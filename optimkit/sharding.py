@@ -13,9 +13,10 @@ from that relation:
     param's spec without that dim;
   - Adam-mini's per-block second moment (some dims reduced to 1): the spec with those dims
     unsharded;
-  - quantized moments (`optimkit.state`): blockwise codes are shaped like the param and their
-    scales like its grid of tiles, so both take the param's spec on every dim whose shards hold
-    whole tiles (`_block_specs`); ZeRO-1 splits codes and scales on the same dim;
+  - quantized moments (`optimkit.state`): blockwise scales are shaped like the param's grid of
+    tiles and codes like the param with each dim split into (tiles, within a tile), so both
+    take the param's spec on every dim whose shards hold whole tiles (`_block_specs`); ZeRO-1
+    splits codes and scales on the same dim;
   - everything else (step counts, hyperparameters, keys, fillers): replicated.
 
 A per-parameter quantity is found as optax lays it out: in a subtree of the state with the
@@ -142,39 +143,44 @@ def _axis_size(entry: Any, axis_sizes: dict) -> int:
 def _block_specs(stored: Any, param_shape: tuple, param_spec: tuple, axis_sizes: dict) -> Any:
   """Specs of a blockwise-quantized leaf's (codes, absmax).
 
-  Codes are shaped like the param (`q.block_layout`) and the scales like its grid of tiles, so
-  both take the param's spec on each dim whose shards hold whole tiles (the grid dim divisible
-  by the shard count): every device then quantizes its own blocks and no step moves state. On a
-  dim whose shards would split tiles, both stay unsharded: a spec that splits a tile is correct,
-  but its step must gather the tile's values. The packed last dim of 4-bit codes also needs
-  whole bytes per shard. The flat fallback (no tile divides the param) is unsharded.
+  The scales are shaped like the param's grid of tiles and the codes like the param with each
+  dim split into (tiles, within a tile) (`q.BlockLayout.blocked`), so both take the param's
+  spec on each dim whose shards hold whole tiles (the grid dim divisible by the shard count),
+  codes on that dim's grid axis: every device then quantizes its own blocks and no step moves
+  state. On a dim whose shards would split tiles, both stay unsharded: a spec that splits a tile
+  is correct, but its step must gather the tile's values. Packed 4-bit codes whose last axis is
+  a grid axis also need whole bytes per shard. The flat fallback (no tile divides the param) is
+  unsharded.
   """
-  layout, packed = q.stored_layout(stored, param_shape)
+  layout, _ = q.stored_layout(stored, param_shape)
+  codes: list = [None] * stored.codes.ndim
   if layout.flat:
-    return q.BlockQuantized(codes=(None,), absmax=(None,))  # type: ignore[arg-type]
+    return q.BlockQuantized(codes=tuple(codes), absmax=(None,))  # type: ignore[arg-type]
   entries = tuple(entry if entry is not None and g % _axis_size(entry, axis_sizes) == 0
                   else None for entry, g in zip(param_spec, layout.grid))
-  last = entries[-1]
-  if packed and last is not None and stored.codes.shape[-1] % _axis_size(last, axis_sizes):
-    last = None
+  for axis, entry, g in zip(layout.grid_axes, entries, layout.grid):
+    if stored.codes.shape[axis] == g or stored.codes.shape[axis] % _axis_size(entry,
+                                                                              axis_sizes) == 0:
+      codes[axis] = entry
   # The stored leaf's own NamedTuple, holding a spec per array (hence the type: ignores).
-  return q.BlockQuantized(codes=entries[:-1] + (last,),  # type: ignore[arg-type]
-                          absmax=entries)  # type: ignore[arg-type]
+  return q.BlockQuantized(codes=tuple(codes), absmax=entries)  # type: ignore[arg-type]
 
 
-def _zero1_blocks(specs: Any, stored: Any, axis: str, axis_size: int) -> Any:
-  """ZeRO-1 for a blockwise-quantized leaf: the first dim that is unsharded in both arrays and
-  whose grid (and codes) the axis divides takes it in both, so each device keeps whole tiles
-  with their scales. Without such a dim, each array takes it where its own size allows (fewer
-  bytes, at the price of moving codes in the step)."""
-  codes, absmax = tuple(specs.codes), tuple(specs.absmax)
-  grid, codes_shape = stored.absmax.shape, stored.codes.shape
-  if len(codes) == len(absmax) and not _uses(codes + absmax, axis):
-    for dim, (entry, g) in enumerate(zip(absmax, grid)):
-      if entry is None and codes[dim] is None and g and g % axis_size == 0 and \
-          codes_shape[dim] % axis_size == 0:
-        return type(specs)(codes=codes[:dim] + (axis,) + codes[dim + 1:],
-                           absmax=absmax[:dim] + (axis,) + absmax[dim + 1:])
+def _zero1_blocks(specs: Any, stored: Any, param_shape: tuple, axis: str,
+                  axis_size: int) -> Any:
+  """ZeRO-1 for a blockwise-quantized leaf: the first grid dim that is unsharded and that the
+  axis divides (also in the codes) takes it in both arrays, so each device keeps whole tiles
+  with their scales. Without one, each array takes it where its own size allows (fewer bytes,
+  at the price of moving codes in the step)."""
+  layout, _ = q.stored_layout(stored, param_shape)
+  codes, absmax = list(specs.codes), tuple(specs.absmax)
+  if not _uses(tuple(codes) + absmax, axis):
+    for dim, (entry, g) in enumerate(zip(absmax, layout.grid)):
+      code_axis = layout.grid_axes[dim] if not layout.flat else 0
+      if entry is None and codes[code_axis] is None and g and g % axis_size == 0 and \
+          stored.codes.shape[code_axis] % axis_size == 0:
+        codes[code_axis] = axis
+        return type(specs)(codes=tuple(codes), absmax=absmax[:dim] + (axis,) + absmax[dim + 1:])
   return type(specs)(*(tuple(zero1(PartitionSpec(*spec), tuple(array.shape), axis, axis_size))
                        for spec, array in zip(specs, stored)))
 
@@ -306,7 +312,7 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
         return type(leaf)(*(finish(PartitionSpec(), array) for array in leaf))
       parts = _quantized_specs(leaf, shape, spec, axis_sizes)
       if zero1_axis is not None and isinstance(leaf, q.BlockQuantized):
-        parts = _zero1_blocks(parts, leaf, zero1_axis, axis_sizes[zero1_axis])
+        parts = _zero1_blocks(parts, leaf, shape, zero1_axis, axis_sizes[zero1_axis])
         return type(parts)(*(PartitionSpec(*part) for part in parts))
       return type(parts)(*(finish(PartitionSpec(*part), array)
                            for part, array in zip(parts, leaf)))

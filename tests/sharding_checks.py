@@ -188,7 +188,7 @@ assert rms.v_row["w"] == P("data") and rms.v_col["w"] == P("model")  # (16, 64):
 assert rms.v_row["stack"] == P(None, "data") and rms.v_col["stack"] == P(None, "model")
 quantized = sharding.state_specs(optimkit.adamw_8bit(1e-2), params).inner_state[0]
 # (128, 64) in 16 x 8 tiles: an (8, 8) grid, whose columns split 4 ways like the param's.
-assert quantized.mu["emb"] == type(quantized.mu["emb"])(codes=P(None, "model"),
+assert quantized.mu["emb"] == type(quantized.mu["emb"])(codes=P(None, None, "model", None),
                                                         absmax=P(None, "model"))
 print("OK specs")
 
@@ -208,8 +208,9 @@ def plain_step(tx):
   return step
 
 
-for name, codes_shard, absmax_shard in (("adamw_8bit", (32, 86), (8, 2)),
-                                        ("adamw_4bit", (32, 43), (16, 2))):
+# Codes (16, 4, 8, 43) at 8 bits, (32, 2, 8, 22) at 4 (43 padded to 44, two per byte).
+for name, codes_shard, absmax_shard in (("adamw_8bit", (8, 4, 2, 43), (8, 2)),
+                                        ("adamw_4bit", (16, 2, 2, 22), (16, 2))):
   tx = MORE_OPTIMIZERS.get(name, OPTIMIZERS.get(name))()
   for zero in (None, "data"):
     state = sharding.sharded_init(tx, wide, zero1_axis=zero)

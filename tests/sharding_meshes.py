@@ -158,17 +158,18 @@ for name, make in OPTIMIZERS.items():
 
 # Quantized blocks aligned to shard boundaries: "big" (16 x 2048, 1 x 256 tiles at 8 bits,
 # 1 x 128 at 4) and "emb" (128 x 64, 16 x 8 and 8 x 8 tiles: an 8 x 8 and a 16 x 8 grid) sharded
-# 8 ways on their last dim hold whole tiles per shard, so codes (shaped like the param) and
-# scales (like its grid) are sharded with them and the compiled 8- and 4-bit steps move no
+# 8 ways on their last dim hold whole tiles per shard, so codes and scales are sharded with them
+# on the tiles' grid axes and the compiled 8- and 4-bit steps move no
 # optimizer state between devices.
 mesh, specs, _ = MESHES["model"]
 params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in HOST.items()}
 eight = sharding.state_specs(optimkit.adamw_8bit(1e-2), params).inner_state[0]
-assert eight.mu["big"].codes == P(None, "model"), eight.mu["big"]
+assert eight.mu["big"].codes == P(None, "model", None), eight.mu["big"]  # (16, 8, 256)
 assert eight.mu["big"].absmax == P(None, "model") and eight.nu["big"].absmax == P(None, "model")
-assert eight.mu["emb"].codes == eight.mu["emb"].absmax == P(None, "model"), eight.mu["emb"]
+assert eight.mu["emb"].codes == P(None, None, "model", None), eight.mu["emb"]  # (8, 16, 8, 8)
+assert eight.mu["emb"].absmax == P(None, "model"), eight.mu["emb"]
 four = sharding.state_specs(optimkit.adamw_4bit(1e-2), params).inner_state[0]
-assert four.mu["big"].codes == P(None, "model"), four.mu["big"]
+assert four.mu["big"].codes == P(None, "model", None), four.mu["big"]  # (16, 16, 64)
 assert four.nu["big"] == type(four.nu["big"])(codes=P(None, "model"), row_max=P(None),
                                               col_max=P("model")), four.nu["big"]
 for name in ("adamw_8bit", "adamw_4bit"):

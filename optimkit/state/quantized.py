@@ -21,10 +21,12 @@ shape only (never a local shard, so a checkpoint restores onto any mesh): leaves
 size B (256 at 8 bits, 128 at 4), with t_i chosen so that d_i / t_i keeps at least 2^3 (or all
 of d_i's factors of two, if fewer): then any split of a dim into up to 8 shards, or 2 x 4 of
 two dims, holds whole blocks, and every device quantizes its own blocks. Blocks follow the rows
-as far as that allows (a (4096, 11008) kernel at 8 bits: 1 x 344 tiles). The codes keep the
-leaf's shape, so they shard exactly like the parameter; the scales have the shape of the grid
-of tiles (d_0 / t_0, d_1 / t_1, ...). Quantizing and reading are reshapes, a reduction over the
-within-tile axes and elementwise work: no transposes or gathers. A leaf no tile fits (a prime
+as far as that allows (a (4096, 11008) kernel at 8 bits: 1 x 344 tiles). The scales have the
+shape of the grid of tiles (d_0 / t_0, d_1 / t_1, ...) and the codes that of the leaf with
+each dim split into (tiles, within a tile), (d_0 / t_0, t_0, d_1 / t_1, t_1, ...) without the
+unit axes (a reshape of the leaf), so both shard like the parameter along the grid axes.
+Quantizing and reading are reshapes, a reduction over the within-tile axes and elementwise
+work: no transposes or gathers. A leaf no tile fits (a prime
 length) is read as one flat row padded to whole blocks of B; its padding is in the codes, so
 the memory report counts it.
 
@@ -231,6 +233,23 @@ class BlockLayout(NamedTuple):
   def grid(self) -> tuple[int, ...]:
     return tuple(v // t for v, t in zip(self.view, self.tile))
 
+  @property
+  def blocked(self) -> tuple[int, ...]:
+    """The codes' shape (before packing): (g_0, t_0, g_1, t_1, ...), the view with each dim
+    split into (tiles, within a tile), leaving out within-tile axes of extent 1. A
+    row-contiguous tile is (g_0, g_1, t_1). Writing codes in the view's shape instead made XLA's
+    CPU loop find each byte's scale by integer division: the 4-bit write took 4x as long."""
+    return tuple(n for g, t in zip(self.grid, self.tile) for n in ((g, t) if t > 1 else (g,)))
+
+  @property
+  def grid_axes(self) -> tuple[int, ...]:
+    """The axis of `blocked` holding each dim's tile index g_i."""
+    axes, axis = [], 0
+    for t in self.tile:
+      axes.append(axis)
+      axis += 2 if t > 1 else 1
+    return tuple(axes)
+
 
 def _twos(n: int) -> int:
   """The number of factors of two in n (0 for n = 0)."""
@@ -296,39 +315,34 @@ def block_layout(shape: tuple[int, ...], block_size: int) -> BlockLayout:
   block = min(block_size, max(size, 1))
   return BlockLayout(tile=(block,), view=(-(-size // block) * block,), flat=True)
 class BlockQuantized(NamedTuple):
-  """A blockwise-quantized tensor: uint8 codes shaped like the layout's view (the tensor's own
-  shape unless flat), two per byte along the last dim at 4 bits (padded to an even count), and
-  one float32 absmax per block, shaped like the layout's grid."""
+  """A blockwise-quantized tensor: uint8 codes shaped like the layout's `blocked` shape (two per
+  byte along its last axis at 4 bits, padded to an even count), and one float32 absmax per
+  block, shaped like the layout's grid."""
 
   codes: jax.Array
   absmax: jax.Array
 
 
-def _interleaved(layout: BlockLayout) -> tuple[int, ...]:
-  """(g_0, t_0, g_1, t_1, ...): the view with each dim split into (tiles, within a tile)."""
-  return tuple(n for g, t in zip(layout.grid, layout.tile) for n in (g, t))
+def _scale_shape(layout: BlockLayout) -> tuple[int, ...]:
+  """`layout.blocked` with 1 for each within-tile axis: the scales, broadcasting over blocks."""
+  return tuple(n for g, t in zip(layout.grid, layout.tile) for n in ((g, 1) if t > 1 else (g,)))
 
 
 def as_blocks(x: jax.Array, layout: BlockLayout) -> jax.Array:
-  """`x` (the tensor's shape) as (g_0, t_0, g_1, t_1, ...) float32: a reshape, and for the flat
-  layout a pad at the end. A block is the entries with one index into every g; its reductions
-  run over the odd axes (`block_axes`)."""
+  """`x` (the tensor's shape) in float32 shaped `layout.blocked`: a reshape, and for the flat
+  layout a pad at the end. A block is the entries with one index into every grid axis; its
+  reductions run over the others (`block_axes`)."""
   x = x.astype(jnp.float32)
   if layout.flat:
     x = x.reshape(-1)
     if layout.view[0] > x.size:
       x = jnp.pad(x, (0, layout.view[0] - x.size))
-  return x.reshape(_interleaved(layout))
+  return x.reshape(layout.blocked)
 
 
 def block_axes(layout: BlockLayout) -> tuple[int, ...]:
-  return tuple(range(1, 2 * len(layout.tile), 2))
-
-
-def _pack_last(codes: jax.Array) -> jax.Array:
-  if codes.shape[-1] % 2:
-    codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, 1)])
-  return _pack4(codes)
+  """The within-tile axes of `layout.blocked`."""
+  return tuple(axis for axis in range(len(layout.blocked)) if axis not in layout.grid_axes)
 
 
 def block_scales(x: jax.Array, layout: BlockLayout) -> jax.Array:
@@ -339,10 +353,13 @@ def block_scales(x: jax.Array, layout: BlockLayout) -> jax.Array:
 def encode_blocks(x: jax.Array, absmax: jax.Array, layout: BlockLayout, table: np.ndarray,
                   packed: bool) -> jax.Array:
   """The codes of `x` given its blocks' scales: x / absmax rounded to the nearest map entry."""
-  scales = absmax.reshape(tuple(n for g in layout.grid for n in (g, 1)))
+  scales = absmax.reshape(_scale_shape(layout))
   codes = _encode(as_blocks(x, layout) / jnp.where(scales > 0, scales, 1.0), table)
-  codes = codes.reshape(layout.view)
-  return _pack_last(codes) if packed else codes
+  if not packed:
+    return codes
+  if codes.shape[-1] % 2:
+    codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, 1)])
+  return _pack4(codes)
 
 
 def quantize_blockwise(x: jax.Array, table: np.ndarray, block_size: int,
@@ -352,42 +369,45 @@ def quantize_blockwise(x: jax.Array, table: np.ndarray, block_size: int,
   return BlockQuantized(codes=encode_blocks(x, absmax, layout, table, packed), absmax=absmax)
 
 
+def _packing(codes: tuple[int, ...], layout: BlockLayout) -> bool | None:
+  """Whether codes of shape `codes` are `layout`'s packed (True) or unpacked (False), or None."""
+  blocked = layout.blocked
+  if codes == blocked:
+    return False
+  if codes == blocked[:-1] + (-(-blocked[-1] // 2),):
+    return True
+  return None
+
+
 def stored_layout(stored: BlockQuantized, shape: tuple[int, ...]) -> tuple[BlockLayout, bool]:
   """The layout and packing `stored` was made with, for a tensor of `shape`, read from the
   arrays' shapes (the layout rule's block size need not be known). ValueError if they cannot
   be blocks of such a tensor."""
   shape = tuple(shape)
   codes, grid = tuple(stored.codes.shape), tuple(stored.absmax.shape)
-
-  def packing(view: tuple[int, ...]) -> bool | None:
-    if codes == view:
-      return False
-    if codes == view[:-1] + (-(-view[-1] // 2),):
-      return True
-    return None
-
   if shape and len(grid) == len(shape) and all(
       (g == 0 and d == 0) or (g and d % g == 0) for d, g in zip(shape, grid)):
-    packed = packing(shape)
+    tile = tuple(d // g if g else 1 for d, g in zip(shape, grid))
+    layout = BlockLayout(tile=tile, view=shape, flat=False)
+    packed = _packing(codes, layout)
     if packed is not None:
-      tile = tuple(d // g if g else 1 for d, g in zip(shape, grid))
-      return BlockLayout(tile=tile, view=shape, flat=False), packed
+      return layout, packed
   size = math.prod(shape)
-  if len(grid) == 1 and len(codes) == 1 and grid[0]:
-    for packed in (False, True):
-      for length in ((codes[0],) if not packed else (2 * codes[0], 2 * codes[0] - 1)):
-        block = length // grid[0]
-        if block * grid[0] == length and -(-size // block) == grid[0]:
-          return BlockLayout(tile=(block,), view=(length,), flat=True), packed
+  if len(grid) == 1 and grid[0] and codes:
+    for block in (codes[-1], 2 * codes[-1], 2 * codes[-1] - 1, 1):
+      if block > 0 and -(-size // block) == grid[0]:
+        layout = BlockLayout(tile=(block,), view=(grid[0] * block,), flat=True)
+        packed = _packing(codes, layout)
+        if packed is not None:
+          return layout, packed
   raise ValueError(f"quantized arrays {codes}/{grid} do not fit a tensor of shape {shape}")
 
 
 def dequantize_blockwise(q: BlockQuantized, table: np.ndarray, shape: tuple[int, ...],
                          block_size: int, packed: bool) -> jax.Array:
   layout = block_layout(tuple(shape), block_size)
-  codes = _unpack4(q.codes)[..., :layout.view[-1]] if packed else q.codes
-  scales = q.absmax.reshape(tuple(n for g in layout.grid for n in (g, 1)))
-  values = _decode(codes.reshape(_interleaved(layout)), table) * scales
+  codes = _unpack4(q.codes)[..., :layout.blocked[-1]] if packed else q.codes
+  values = _decode(codes, table) * q.absmax.reshape(_scale_shape(layout))
   if layout.flat:
     return values.reshape(-1)[:math.prod(shape)].reshape(shape)
   return values.reshape(shape)

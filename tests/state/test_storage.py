@@ -48,9 +48,9 @@ def test_quantized_state_has_quantized_leaves_and_keeps_small_ones_float():
   params = {"big": jnp.zeros((64, 128), jnp.float32), "small": jnp.zeros((10,), jnp.float32)}
   state = optimkit.adamw(1e-3, state_storage="8bit").init(params)
   adam = state.inner_state[0]
-  # (64, 128): codes shaped like the leaf; 8 x 16 tiles (a row of 128 keeps 2^3 for an
-  # 8-way split, and gives 16 to a block), one scale per tile.
-  assert adam.mu["big"].codes.dtype == jnp.uint8 and adam.mu["big"].codes.shape == (64, 128)
+  # (64, 128) in 8 x 16 tiles (a row of 128 keeps 2^3 for an 8-way split, and gives 16 to a
+  # block): codes (row tiles, rows in a tile, column tiles, columns in a tile), a scale per tile.
+  assert adam.mu["big"].codes.dtype == jnp.uint8 and adam.mu["big"].codes.shape == (8, 8, 8, 16)
   assert adam.mu["big"].absmax.shape == (8, 8)
   assert adam.mu["small"].dtype == jnp.float32
   state4 = optimkit.adamw(1e-3, state_storage="4bit").init(params)
