@@ -61,6 +61,29 @@ def previous_ema(decay: Any, new: Any, sample: Any) -> Any:
   return jax.tree.map(lambda n, s: (n - complement * s) * inverse, new, sample)
 
 
+def written_after(value: Any, *stored: Any) -> Any:
+  """`value`, unchanged, computed only once every tree in `stored` exists.
+
+  For a state buffer whose new value does not read its old one (a previous gradient replaced by
+  the gradient, a moment replaced by a value computed elsewhere): XLA's copy removal orders a
+  donated buffer's write after the readers of its old value only through data dependence, so
+  without one it copies the old buffer (and the new value into it) every step; a
+  `lax.optimization_barrier` does not help, the CPU pipeline removes it first. Here each leaf
+  depends on the first element of the corresponding leaves of `stored` (the new values of the
+  buffers whose computation reads the old one) through a test that is never true (a sum of
+  absolute values is not below -1; with a NaN it is not either), so the write is one pass over
+  `value`. The bound is -1, not 0: XLA's simplifier folds `abs(x) < 0` to false, which dropped
+  the dependence (and kept the copy) whenever `stored` held one leaf. `stored` may hold
+  quantized leaves (tuples of arrays) below `value`'s structure.
+  """
+  def leaf(x, *after):
+    firsts = [a.reshape(-1)[0].astype(jnp.float32) for a in jax.tree.leaves(after) if a.size]
+    if not x.size or not firsts:
+      return x
+    return jnp.where(sum(jnp.abs(f) for f in firsts) < -1, jnp.zeros_like(x), x)
+  return jax.tree.map(leaf, value, *stored)
+
+
 def unzip_leaf(reference: Any, tuples: Any, index: int) -> Any:
   """From a tree of per-leaf tuples (shaped like `reference` above the tuples), take element i.
 

@@ -86,7 +86,10 @@ def scale_by_adabelief(
     del params
     mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
     surprise = jax.tree.map(lambda g, m: (g - m) * (g - m), updates, mu)
-    nu = jax.tree.map(lambda s, old: b2 * old + (1.0 - b2) * s + eps_root, surprise,
+    # eps_root joins the new term before the decayed moment does: `(...) + eps_root` last is an
+    # add of a scalar, which XLA's CPU fusion duplicates into the direction, recomputing the new
+    # nu there from the old one and so copying the donated nu buffer every step.
+    nu = jax.tree.map(lambda s, old: b2 * old + ((1.0 - b2) * s + eps_root), surprise,
                       store.read(state.nu, updates, signed=False))
     count = increment(state.count)
     correction1 = bias_correction(b1, count)

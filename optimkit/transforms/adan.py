@@ -26,7 +26,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, ema, increment, map_like
+from optimkit.transforms._util import bias_correction, ema, increment, map_like, written_after
 
 
 class AdanState(NamedTuple):
@@ -79,10 +79,14 @@ def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
     direction = map_like(
         lambda g, m, v, n: (m / c1 + b2 * v / c2) / (jnp.sqrt(n / c3 + eps_root) + eps),
         updates, mu, delta, nu)
+    stored_delta = store.write(delta, updates, state.delta, signed=True)
+    stored_nu = store.write(nu, updates, state.nu, signed=False)
+    # The gradient replaces the previous one only after both readers of the old one (the delta
+    # and nu updates) have run; otherwise XLA copies the old buffer every step.
+    previous_grad = written_after(updates, stored_delta, stored_nu)
     return direction, AdanState(
-        count=count, mu=store.write(mu, updates, state.mu, signed=True),
-        delta=store.write(delta, updates, state.delta, signed=True),
-        nu=store.write(nu, updates, state.nu, signed=False),
-        previous_grad=store.write(updates, updates, state.previous_grad, signed=True))
+        count=count, mu=store.write(mu, updates, state.mu, signed=True), delta=stored_delta,
+        nu=stored_nu,
+        previous_grad=store.write(previous_grad, updates, state.previous_grad, signed=True))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -48,7 +48,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import ema, increment, map_like
+from optimkit.transforms._util import ema, increment, map_like, written_after
 
 
 class AdoptState(NamedTuple):
@@ -131,8 +131,11 @@ def scale_by_adopt(
       direction = map_like(lambda g, m: m, updates, mu)
     # v_0 = g_0^2 exactly: the EMA with b2 -> 0 at the first step.
     nu = ema(jnp.where(first, 0.0, b2), jax.tree.map(jnp.square, updates), old_nu)
-    return direction, AdoptState(count=increment(state.count),
-                                 mu=store_mu.write(mu, updates, state.mu, signed=True),
+    stored_mu = store_mu.write(mu, updates, state.mu, signed=True)
+    # v_t replaces v_{t-1} only after the momentum update, which divides by v_{t-1}, has run;
+    # otherwise XLA copies the old nu buffer every step.
+    nu = written_after(nu, stored_mu)
+    return direction, AdoptState(count=increment(state.count), mu=stored_mu,
                                  nu=store.write(nu, updates, state.nu, signed=False))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -235,13 +235,20 @@ def scale_by_prodigy(
     grads, x = _upcast(updates), _upcast(params)
     x0 = jax.tree.map(lambda p0, p: p0.astype(p.dtype), state.params0, x)
     progress = _total(lambda g, p0, p: jnp.sum(g * (p0 - p)), grads, x0, x)
-    m = jax.tree.map(lambda g, m: b1 * m + ((1 - b1) * d) * g, grads,
-                     store.read(state.exp_avg, updates, signed=True))
-    v = jax.tree.map(lambda g, v: b2 * v + ((1 - b2) * d * d) * (g * g), grads,
-                     store.read(state.exp_avg_sq, updates, signed=False))
+    active = lr > 0
+    old_m = store.read(state.exp_avg, updates, signed=True)
+    old_v = store.read(state.exp_avg_sq, updates, signed=False)
+    old_s = store.read(state.grad_sum, updates, signed=True)
+    # The moments are selected (kept at lr = 0) before the step and the sum read them, so those
+    # read the values that are written: with the selection only on the write, XLA recomputed
+    # the unselected moments from the old buffers inside the params update and copied all three
+    # every step. The same results: at lr = 0 nothing moves and d is kept.
+    m = _select(active, jax.tree.map(lambda g, m: b1 * m + ((1 - b1) * d) * g, grads, old_m),
+                old_m)
+    v = _select(active, jax.tree.map(lambda g, v: b2 * v + ((1 - b2) * d * d) * (g * g), grads,
+                                     old_v), old_v)
     s_scale = weight * (d if safeguard_warmup else dlr)
-    s = jax.tree.map(lambda g, s: b3 * s + s_scale * g, grads,
-                     store.read(state.grad_sum, updates, signed=True))
+    s = _select(active, jax.tree.map(lambda g, s: b3 * s + s_scale * g, grads, old_s), old_s)
     denominator = _total(lambda s: jnp.sum(jnp.abs(s)), s).astype(dtype)
     numerator = b3 * state.numerator_weighted + weight * dlr * progress
 
@@ -255,18 +262,14 @@ def scale_by_prodigy(
         lambda g, m, v, p: -dlr * (m / (jnp.sqrt(v) + d_new * eps) + weight_decay * p),
         updates, m, v, x)
     # lr = 0: nothing moves. sum|s| = 0 (no gradient yet): the moments move, nothing else.
-    active = lr > 0
     proceed = jnp.logical_and(active, denominator > 0)
     step = jax.tree.map(lambda u: jnp.where(proceed, u, jnp.zeros_like(u)), step)
     new_state = ProdigyState(
         count=increment(state.count),
         steps=jnp.where(proceed, increment(state.steps), state.steps),
-        exp_avg=_select(active, store.write(m, updates, state.exp_avg, signed=True),
-                        state.exp_avg),
-        exp_avg_sq=_select(active, store.write(v, updates, state.exp_avg_sq, signed=False),
-                           state.exp_avg_sq),
-        grad_sum=_select(active, store.write(s, updates, state.grad_sum, signed=True),
-                         state.grad_sum),
+        exp_avg=store.write(m, updates, state.exp_avg, signed=True),
+        exp_avg_sq=store.write(v, updates, state.exp_avg_sq, signed=False),
+        grad_sum=store.write(s, updates, state.grad_sum, signed=True),
         params0=state.params0,
         estim_lr=jnp.where(proceed, d_new, d).astype(dtype),
         estim_lr_max=jnp.where(proceed, d_max, state.estim_lr_max).astype(dtype),
@@ -362,11 +365,25 @@ def scale_by_dadapt_adam(
     grads, x = _upcast(updates), _upcast(params)
     old_v = store.read(state.exp_avg_sq, updates, signed=False)
     old_s = store.read(state.grad_sum, updates, signed=True)
+    old_m = store.read(state.exp_avg, updates, signed=True)
     progress = _total(lambda g, s, v: jnp.sum(g * (s / (jnp.sqrt(v) + eps))), grads, old_s, old_v)
-    m = jax.tree.map(lambda g, m: b1 * m + ((1 - b1) * dlr) * g, grads,
-                     store.read(state.exp_avg, updates, signed=True))
-    v = jax.tree.map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads, old_v)
-    s = jax.tree.map(lambda g, s: sb2 * s + ((1 - sb2) * dlr) * g, grads, old_s)
+    # The moments are selected (kept at lr = 0) before the step and sum|s| read them, as in
+    # scale_by_prodigy: with the selection only on the write, XLA recomputed the unselected
+    # moments from the old buffers inside the params update and copied all three every step.
+    # v and s are also selected on the progress sum, a test that is never false (a sum of
+    # absolute values is not below -1; with a NaN it is not either): the sum reads their old
+    # values, and without a data dependence on it XLA does not order their in-place writes after
+    # it and copies both buffers. (transforms._util.written_after does the same as an extra
+    # select, which XLA then duplicates into the params update, recomputing v from the old
+    # buffer.) The same results: at lr = 0 nothing moves and d is kept.
+    active = lr > 0
+    after_progress = jnp.logical_and(active, jnp.logical_not(jnp.abs(progress) < -1))
+    m = _select(active, jax.tree.map(lambda g, m: b1 * m + ((1 - b1) * dlr) * g, grads, old_m),
+                old_m)
+    v = _select(after_progress, jax.tree.map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads,
+                                             old_v), old_v)
+    s = _select(after_progress, jax.tree.map(lambda g, s: sb2 * s + ((1 - sb2) * dlr) * g, grads,
+                                             old_s), old_s)
     l1 = _total(lambda s: jnp.sum(jnp.abs(s)), s).astype(dtype)
     numerator = sb2 * state.numerator_weighted + (1 - sb2) * dlr * progress
 
@@ -376,18 +393,14 @@ def scale_by_dadapt_adam(
     step = map_like(lambda g, m, v, p: -(m / (jnp.sqrt(v) + eps) + (dlr * weight_decay) * p),
                     updates, m, v, x)
     # lr = 0: nothing moves. sum|s| = 0 (no gradient yet): the moments move, nothing else.
-    active = lr > 0
     proceed = jnp.logical_and(active, l1 > 0)
     step = jax.tree.map(lambda u: jnp.where(proceed, u, jnp.zeros_like(u)), step)
     new_state = DAdaptAdamState(
         count=increment(state.count),
         steps=jnp.where(proceed, increment(state.steps), state.steps),
-        exp_avg=_select(active, store.write(m, updates, state.exp_avg, signed=True),
-                        state.exp_avg),
-        exp_avg_sq=_select(active, store.write(v, updates, state.exp_avg_sq, signed=False),
-                           state.exp_avg_sq),
-        grad_sum=_select(active, store.write(s, updates, state.grad_sum, signed=True),
-                         state.grad_sum),
+        exp_avg=store.write(m, updates, state.exp_avg, signed=True),
+        exp_avg_sq=store.write(v, updates, state.exp_avg_sq, signed=False),
+        grad_sum=store.write(s, updates, state.grad_sum, signed=True),
         estim_lr=jnp.where(proceed, d_new, d).astype(dtype),
         numerator_weighted=jnp.where(proceed, numerator, state.numerator_weighted).astype(dtype),
     )

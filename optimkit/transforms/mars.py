@@ -51,7 +51,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, ema, increment, map_like
+from optimkit.transforms._util import bias_correction, ema, increment, map_like, written_after
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
 MARS_TYPES = ("adamw", "lion")
@@ -127,9 +127,13 @@ def scale_by_mars(
           lambda g, m, v: (m / correction1) / (jnp.sqrt(v / correction2) + eps), updates, mu, nu)
     else:
       direction = map_like(lambda g, m: jnp.sign(m), updates, mu)
+    stored_mu = store.write(mu, updates, state.mu, signed=True)
+    stored_nu = store.write(nu, updates, state.nu, signed=False) if adaptive else None
+    # The gradient replaces the previous one only after the moment updates that read the old one
+    # (and the norm they divide by) have run; otherwise XLA copies the old buffer every step.
+    previous_grad = written_after(updates, stored_mu, *([stored_nu] if adaptive else []))
     return direction, MarsState(
-        count=count, mu=store.write(mu, updates, state.mu, signed=True),
-        nu=store.write(nu, updates, state.nu, signed=False) if adaptive else None,
-        previous_grad=store.write(updates, updates, state.previous_grad, signed=True))
+        count=count, mu=stored_mu, nu=stored_nu,
+        previous_grad=store.write(previous_grad, updates, state.previous_grad, signed=True))
 
   return optax.GradientTransformation(init_fn, update_fn)

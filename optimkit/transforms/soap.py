@@ -214,8 +214,15 @@ def scale_by_soap(
       x = g.astype(compute_dtype(g))
       blocks = lay.to_blocks(x)
       rotated = _rotate(blocks, lay, leaf_bases)
-      v_next = b2 * lay.to_blocks(v) + (1.0 - b2) * rotated * rotated
-      m_next = b1 * m + (1.0 - b1) * x
+      # The first step only initializes the bases: no update, moments untouched. They are kept
+      # before the direction reads them, not only on the write: with the selection on the write
+      # alone, XLA recomputed the unselected moments from the old buffers inside the direction
+      # and copied both buffers every step (the direction is zero on that step either way). v is
+      # selected in the leaf's shape, as stored: selected among blocks, XLA still recomputed it
+      # inside the update of a leaf without rotated dims (a vector) and copied its nu.
+      v_next = lay.to_blocks(jnp.where(
+          first, v, b2 * v + lay.from_blocks((1.0 - b2) * rotated * rotated)))
+      m_next = jnp.where(first, m, b1 * m + (1.0 - b1) * x)
       m_rotated = _rotate(lay.to_blocks(m_next), lay, leaf_bases)
       direction = lay.from_blocks(_rotate(m_rotated / (jnp.sqrt(v_next) + eps), lay,
                                           leaf_bases, back=True))
@@ -224,10 +231,9 @@ def scale_by_soap(
       if correct_bias:
         steps = jnp.maximum(count, 1).astype(x.dtype)
         direction = direction * (jnp.sqrt(1.0 - b2 ** steps) / (1.0 - b1 ** steps))
-      # The first step only initializes the bases: no update, moments untouched.
       directions.append(jnp.where(first, 0.0, direction).astype(g.dtype))
-      new_mu.append(jnp.where(first, m, m_next))
-      new_nu.append(jnp.where(first, v, lay.from_blocks(v_next)))
+      new_mu.append(m_next)
+      new_nu.append(lay.from_blocks(v_next))
       new_statistics.append(tuple(
           (beta_shampoo * s + (1.0 - beta_shampoo) * kr.block_gram(blocks, i)).astype(s.dtype)
           for s, i in zip(leaf_statistics, lay.matrix_dims)))
