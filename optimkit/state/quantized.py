@@ -220,17 +220,44 @@ class BlockQuantized(NamedTuple):
 
 
 def quantize_blockwise(x: jax.Array, table: np.ndarray, block_size: int,
-                       packed: bool) -> BlockQuantized:
+                       packed: bool, entropy: jax.Array | None = None) -> BlockQuantized:
+  """`x` in blocks of `block_size` along its trailing dims (`block_layout`), each block divided
+  by its absolute maximum and rounded to `table`: to the nearest entry, or, given `entropy` (an
+  array shaped like `x` whose bits seed the draw, as `round_to_bfloat16`'s), stochastically
+  between the two entries around it, so that the rounding is unbiased."""
   leading, trailing, blocks = block_layout(x.shape, block_size)
-  rows = x.astype(jnp.float32).reshape(leading + (trailing,))
   padding = blocks * block_size - trailing
-  if padding:
-    rows = jnp.pad(rows, [(0, 0)] * len(leading) + [(0, padding)])
-  rows = rows.reshape(leading + (blocks, block_size))
+
+  def as_blocks(array):
+    rows = array.astype(jnp.float32).reshape(leading + (trailing,))
+    if padding:
+      rows = jnp.pad(rows, [(0, 0)] * len(leading) + [(0, padding)])
+    return rows.reshape(leading + (blocks, block_size))
+
+  rows = as_blocks(x)
   absmax = jnp.max(jnp.abs(rows), axis=-1)
   normalized = rows / jnp.where(absmax > 0, absmax, 1.0)[..., None]
-  codes = _encode(normalized, table)
+  codes = (_encode(normalized, table) if entropy is None
+           else _encode_stochastic(normalized, table, as_blocks(entropy)))
   return BlockQuantized(codes=_pack4(codes) if packed else codes, absmax=absmax)
+
+
+def _encode_stochastic(normalized: jax.Array, table: np.ndarray,
+                       entropy: jax.Array) -> jax.Array:
+  """Unbiased rounding to the map: the nearest entry or its neighbour on the value's side,
+  the neighbour with probability (distance to the nearest) / (gap between them). Nearest
+  rounding loses every change smaller than half a step, so a buffer that moves by small
+  increments (an EMA with beta close to 1) would never move."""
+  from optimkit.state.stochastic_rounding import random_bits  # the same keyless hash
+
+  values = normalized.astype(jnp.float32)
+  code = _encode(values, table).astype(jnp.int32)
+  nearest = _decode(code, table)
+  other = jnp.clip(code + jnp.where(values > nearest, 1, -1), 0, table.size - 1)
+  gap = _decode(other, table) - nearest
+  probability = jnp.where(gap != 0, (values - nearest) / jnp.where(gap != 0, gap, 1.0), 0.0)
+  uniform = (random_bits(values, entropy) >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)
+  return jnp.where(uniform < probability, other, code).astype(jnp.uint8)
 
 
 def block_size_of(stored: BlockQuantized, shape: tuple[int, ...]) -> int:
