@@ -1,8 +1,9 @@
 """The loss cost of storing the Kronecker preconditioners' matrices in reduced precision
 (`preconditioner_storage`): shampoo, soap and kron with float32, bfloat16 and 8-bit matrices on
 the compare job's reference task (the byte-level LM of `optimkit compare --suite`'s full
-budget), each at its recipe's learning rate (Shampoo with roots every 10 steps), one seed; prints final test loss and state
-bytes/param per run, then bytes/param on a 7B transformer-shaped tree (`optimkit.memory`).
+budget), each at its recipe's learning rate (Shampoo with roots every 10 steps), one seed;
+prints final test loss and state bytes/param per run, then bytes/param on a 7B
+transformer-shaped tree (`optimkit.memory`).
 
     python benchmarks/preconditioner_storage.py [--steps 600] [--seed 0]
 """

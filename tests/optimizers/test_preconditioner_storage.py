@@ -11,12 +11,10 @@ state in the dtypes and bytes claimed, its sharding specs derived, and `optimkit
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 
-import optimkit
 from optimkit import cli, memory, sharding
 from optimkit.state import matrices
 from optimkit.state.matrices import QuantizedMatrices
