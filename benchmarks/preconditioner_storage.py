@@ -28,6 +28,8 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--optimizers", default=",".join(OPTIMIZERS))
+  parser.add_argument("--shampoo-matrix-epsilon", type=float, default=None,
+                      help="Shampoo's relative matrix_epsilon (default: its own, 1e-6)")
   args = parser.parse_args()
   setting = dataclasses.replace(FULL.lm, steps=args.steps)
   problem = LanguageModel(setting)
@@ -40,11 +42,15 @@ def main() -> None:
       # fresh root every step the stored roots are never read, and eigh every step would be
       # most of the run's time.
       extra = {"preconditioning_compute_steps": 10} if name == "shampoo" else {}
+      if name == "shampoo" and args.shampoo_matrix_epsilon is not None:
+        extra["matrix_epsilon"] = args.shampoo_matrix_epsilon
       option = candidate(name, preconditioner_storage=fmt, **extra)
       start = time.time()
       record = Trainer(problem, option).run(option.learning_rate, args.seed)
       print(f"| {name} | {fmt} | {record.final('loss'):.4f} | {record.state_bytes_per_param:.2f} | "
             f"{option.learning_rate:g} | {time.time() - start:.0f} |", flush=True)
+  if args.optimizers != ",".join(OPTIMIZERS):
+    return
   tree = memory.transformer_shaped_params(7e9)
   count = memory.param_count(tree)
   print(f"\n7B transformer-shaped tree ({count / 1e9:.2f}B params), optimizer defaults:")
