@@ -129,7 +129,9 @@ def shampoo(
     preconditioner_storage: storage of the Kronecker statistics and roots: "float32" (at least
       float32, default), "bfloat16" or "8bit" (`optimkit.state.matrices`; 8-bit keeps each
       matrix's diagonal in float, as distributed_shampoo's best_effort_memory_usage_reduction,
-      which stores these matrices in int16).
+      which stores these matrices in int16). Reduced formats need matrix_epsilon >= ~1e-3: the
+      root cannot resolve eigenvalues below the storage's precision (see the module doc of
+      `optimkit.state.matrices` for the measured cost).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.

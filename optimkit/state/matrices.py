@@ -42,9 +42,14 @@ Corrections on `read`, for the reduced formats only (float32 reads the stored ar
   - "triangular" (PSGD factors): none needed; zeros stay exactly zero in both formats.
 
 Measured cost (benchmarks/preconditioner_storage.py, the compare suite's LM, 300 steps, one
-seed): SOAP and Kron lose nothing measurable at 8 bits; Shampoo loses 0.10 nats (bfloat16) and
-0.25 (8 bits), from its statistics: the stochastic rounding's noise, a few percent of each entry
-after ~1/(1 - beta2) steps, breaks their small eigenvalues, which its inverse 4th roots amplify.
+seed): SOAP and Kron lose nothing measurable at 8 bits. Shampoo at its default matrix_epsilon
+(1e-6, relative to lambda_max) loses 0.10 nats (bfloat16) and 0.25 (8 bits): its inverse root
+resolves eigenvalues down to 1e-6 lambda_max, far below what a matrix stored to ~1e-3 relative
+precision (bfloat16) or ~1e-2 of a row's scale (8 bits) still determines, and the 4th root
+magnifies those directions. With matrix_epsilon = 1e-3 the reduced formats match float32 (on a
+small regression: 9.251 / 9.251 / 9.247 after 150 steps, where 1e-6 gave 10.09 / 18.36 / 18.53;
+the same at beta2 = 0.99, so it is not the rounding noise accumulated by the EMA). Use
+matrix_epsilon >= 1e-3 with a reduced `preconditioner_storage` for Shampoo.
 """
 
 from __future__ import annotations

@@ -299,7 +299,8 @@ def scale_by_shampoo(
     preconditioner_storage: how the Kronecker statistics and roots are stored: "float32" (the
       compute dtype, default), "bfloat16" or "8bit" (`optimkit.state.matrices`: the statistics
       rounded stochastically, both read back symmetrized; the roots computed from the
-      statistics as updated this step, before rounding).
+      statistics as updated this step, before rounding). Use matrix_epsilon >= ~1e-3 with a
+      reduced format: eigenvalues below the storage's relative precision are noise.
 
   Example:
     >>> tx = optax.chain(scale_by_shampoo(block_size=128, graft_type="rmsprop_normalized"),
