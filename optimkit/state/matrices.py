@@ -49,7 +49,9 @@ precision (bfloat16) or ~1e-2 of a row's scale (8 bits) still determines, and th
 magnifies those directions. With matrix_epsilon = 1e-3 the reduced formats match float32 (on a
 small regression: 9.251 / 9.251 / 9.247 after 150 steps, where 1e-6 gave 10.09 / 18.36 / 18.53;
 the same at beta2 = 0.99, so it is not the rounding noise accumulated by the EMA). Use
-matrix_epsilon >= 1e-3 with a reduced `preconditioner_storage` for Shampoo.
+matrix_epsilon >= 1e-3 with a reduced `preconditioner_storage` for Shampoo (on the LM: 2.3359,
+2.3360, 2.3362 for float32, bfloat16, 8 bits at 1e-3; that epsilon itself costs 0.066 there
+against the default's float32 run, 2.2700, and beats the reduced formats at 1e-6).
 """
 
 from __future__ import annotations
