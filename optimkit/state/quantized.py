@@ -351,10 +351,13 @@ def block_scales(x: jax.Array, layout: BlockLayout) -> jax.Array:
 
 
 def encode_blocks(x: jax.Array, absmax: jax.Array, layout: BlockLayout, table: np.ndarray,
-                  packed: bool) -> jax.Array:
-  """The codes of `x` given its blocks' scales: x / absmax rounded to the nearest map entry."""
+                  packed: bool, entropy: jax.Array | None = None) -> jax.Array:
+  """The codes of `x` given its blocks' scales: x / absmax rounded to the nearest map entry
+  (or stochastically, given `entropy`: see `quantize_blockwise`)."""
   scales = absmax.reshape(_scale_shape(layout))
-  codes = _encode(as_blocks(x, layout) / jnp.where(scales > 0, scales, 1.0), table)
+  normalized = as_blocks(x, layout) / jnp.where(scales > 0, scales, 1.0)
+  codes = (_encode(normalized, table) if entropy is None
+           else _encode_stochastic(normalized, table, as_blocks(entropy, layout)))
   if not packed:
     return codes
   if codes.shape[-1] % 2:
@@ -363,10 +366,33 @@ def encode_blocks(x: jax.Array, absmax: jax.Array, layout: BlockLayout, table: n
 
 
 def quantize_blockwise(x: jax.Array, table: np.ndarray, block_size: int,
-                       packed: bool) -> BlockQuantized:
+                       packed: bool, entropy: jax.Array | None = None) -> BlockQuantized:
+  """`x` in blocks (`block_layout`), each block divided by its absolute maximum and rounded to
+  `table`: to the nearest entry, or, given `entropy` (an array shaped like `x` whose bits seed
+  the draw, as `round_to_bfloat16`'s), stochastically between the two entries around it, so
+  that the rounding is unbiased."""
   layout = block_layout(tuple(x.shape), block_size)
   absmax = block_scales(x, layout)
-  return BlockQuantized(codes=encode_blocks(x, absmax, layout, table, packed), absmax=absmax)
+  return BlockQuantized(codes=encode_blocks(x, absmax, layout, table, packed, entropy),
+                        absmax=absmax)
+
+
+def _encode_stochastic(normalized: jax.Array, table: np.ndarray,
+                       entropy: jax.Array) -> jax.Array:
+  """Unbiased rounding to the map: the nearest entry or its neighbour on the value's side,
+  the neighbour with probability (distance to the nearest) / (gap between them). Nearest
+  rounding loses every change smaller than half a step, so a buffer that moves by small
+  increments (an EMA with beta close to 1) would never move."""
+  from optimkit.state.stochastic_rounding import random_bits  # the same keyless hash
+
+  values = normalized.astype(jnp.float32)
+  code = _encode(values, table).astype(jnp.int32)
+  nearest = _decode(code, table)
+  other = jnp.clip(code + jnp.where(values > nearest, 1, -1), 0, table.size - 1)
+  gap = _decode(other, table) - nearest
+  probability = jnp.where(gap != 0, (values - nearest) / jnp.where(gap != 0, gap, 1.0), 0.0)
+  uniform = (random_bits(values, entropy) >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)
+  return jnp.where(uniform < probability, other, code).astype(jnp.uint8)
 
 
 def _packing(codes: tuple[int, ...], layout: BlockLayout) -> bool | None:
