@@ -83,7 +83,6 @@ ALLOWED = {
 _REDUCTION = "a per-leaf or global reduction (norm, row/column statistics) reads it before use"
 TEMPORARIES = {
     "adadelta": (3, "the new accumulators' roots, read by the update and the accumulator write"),
-    "adafactor": (1, _REDUCTION),
     "came": (3, _REDUCTION),
     "cautious_adamw": (2, "the cautious mask's normaliser is a reduction over the mask"),
     "cautious_lion": (1, "the cautious mask's normaliser is a reduction over the mask"),
