@@ -89,7 +89,6 @@ TEMPORARIES = {
     "dadapt_adamw": (1, _REDUCTION),
     "galore_adamw": (3, "the projection and back-projection are matrix products"),
     "kron": (3, "preconditioning is matrix products"),
-    "lamb": (1, _REDUCTION),
     "mars": (1, "the corrected gradient's norm clips it before the moments read it"),
     "muon": (11, "Newton-Schulz iterations are matrix products"),
     "ranger": (2, "Lookahead's slow weights read the fast update"),
