@@ -146,7 +146,13 @@ def main() -> None:
     state = state_bytes(txs[0], params)
     rows.append((name, timed, passes.streaming_bytes(grad_bytes, param_bytes, state),
                  passes.own_bytes(grad_bytes, param_bytes, state), passes.matmul))
-    print(f"# {name}: {1000 * timed[0][0]:.1f} ms", file=sys.stderr, flush=True)
+    # Progress, with the bandwidth measured just before this optimizer (the table below uses
+    # the run's median), so that a long run interrupted still leaves its numbers.
+    own_s = passes.own_bytes(grad_bytes, param_bytes, state) / bandwidths[-1]
+    print(f"# {name}: {1000 * timed[0][0]:.1f} ms"
+          + (f", optax {1000 * timed[1][0]:.1f} ms" if len(timed) > 1 else "")
+          + f", own bound {1000 * own_s:.1f} ms at {bandwidths[-1] / 1e9:.1f} GB/s",
+          file=sys.stderr, flush=True)
   bandwidth = statistics.median(bandwidths)
   n = param_count(params)
   print(f"# step time: {describe(params)}; {machine()}")
