@@ -61,15 +61,12 @@ class Moment(NamedTuple):
 
 def blockwise_moment(value: jax.Array, table: Any, block: int, packed: bool) -> Moment:
   shape = value.shape
-  leading, trailing, blocks = q.block_layout(shape, block)
-  assert blocks * block == trailing, "the benchmark's leaf holds whole blocks"
-  as_blocks = lambda x: x.reshape(leading + (blocks, block))
-  pack = q._pack4 if packed else (lambda codes: codes)
+  layout = q.block_layout(shape, block)
   return Moment(
       stored=q.quantize_blockwise(value, table, block, packed),
       read=lambda stored: q.dequantize_blockwise(stored, table, shape, block, packed),
-      scales=lambda new: jnp.max(jnp.abs(as_blocks(new)), axis=-1),
-      encode=lambda new, absmax: pack(q._encode(as_blocks(new) / absmax[..., None], table)))
+      scales=lambda new: q.block_scales(new, layout),
+      encode=lambda new, absmax: q.encode_blocks(new, absmax, layout, table, packed))
 
 
 def rank1_moment(value: jax.Array, table: Any) -> Moment:

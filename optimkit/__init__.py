@@ -24,6 +24,7 @@ from optimkit.optimizers import (
     adagrad,
     adam,
     adam_mini,
+    adam_mini_4bit,
     adamax,
     adamaxw,
     adams,

@@ -5,7 +5,7 @@
     optimkit compare --suite [--budget quick|full] [--tasks lm,digits,...] [--seeds N]
                      [--optimizers ...] [--out DIR] [--data FILE]
     optimkit schedule NAME --peak LR --steps N [--warmup N] [--end LR] [--out FILE.png]
-    optimkit memory --params 7e9 [--optimizers adamw,adamw:8bit,lion,...]
+    optimkit memory --params 7e9 [--optimizers adamw,adamw:8bit,lion,soap::8bit,...]
 
 Bad input (an optimizer name that is not in `optimkit.registry`, an empty name, a missing
 `--data` file, an `--out` whose parent directory does not exist) is one line on stderr and exit
@@ -244,8 +244,9 @@ def _schedule(args: argparse.Namespace) -> int:
 
 DEFAULT_MEMORY_OPTIMIZERS = (
     "adamw,adamw:bfloat16,adamw:8bit,adamw:4bit,lion,lion:8bit,adafactor,sgd,adam_mini,adams,"
-    "sophia,schedule_free_adamw,adan,muon,muon:8bit,shampoo,shampoo:8bit,soap,soap:8bit,kron,"
-    "kron:8bit")
+    "sophia,schedule_free_adamw,adan,muon,muon:8bit,shampoo,shampoo:8bit,shampoo::bfloat16,"
+    "shampoo:8bit:8bit,soap,soap:8bit,soap::bfloat16,soap:8bit:8bit,kron,kron:8bit,"
+    "kron::bfloat16,kron:8bit:8bit")
 
 
 def parse_mesh(text: str) -> dict[str, int]:
@@ -260,7 +261,11 @@ def parse_mesh(text: str) -> dict[str, int]:
 def memory_table(total_params: float, names: Sequence[str],
                  mesh_shape: dict[str, int] | None = None) -> list[dict]:
   """Rows of (optimizer, storage, bytes/param, total GB) for a transformer-shaped tree; with a
-  mesh, also the state bytes on one device under FSDP x TP with ZeRO-1 over the data axis."""
+  mesh, also the state bytes on one device under FSDP x TP with ZeRO-1 over the data axis.
+
+  A name is `optimizer[:state_storage[:preconditioner_storage]]`: `soap:8bit:8bit` stores SOAP's
+  moments and its statistics and bases at 8 bits, `kron::bfloat16` only Kron's factors in
+  bfloat16 (the storage column reads "moments/preconditioner" then)."""
   from optimkit import memory, registry
 
   params = memory.transformer_shaped_params(total_params)
@@ -268,15 +273,26 @@ def memory_table(total_params: float, names: Sequence[str],
   specs = memory.fsdp_tp_specs_for(params, mesh_shape) if mesh_shape else None
   rows = []
   for spec in names:
-    name, _, storage = spec.partition(":")
+    name, _, storages = spec.partition(":")
+    storage, _, preconditioner = storages.partition(":")
     maker = registry.get(name).make  # ValueError, listing the valid names, for a non-optimizer
     kwargs: dict[str, Any] = {"state_storage": storage} if storage else {}
+    if preconditioner:
+      import inspect
+      if "preconditioner_storage" not in inspect.signature(maker).parameters:
+        raise ValueError(f"{spec}: {name} has no preconditioner_storage (only the Kronecker "
+                         f"preconditioners shampoo, soap and kron do); give "
+                         f"{name}{':' + storage if storage else ''}")
+      kwargs["preconditioner_storage"] = preconditioner
     if name == "sgd":
       kwargs["momentum"] = 0.9
     tx = maker(**kwargs)
     total = memory.state_bytes(tx, params)
     fields = memory.state_breakdown(tx, params)
-    row = {"optimizer": name, "storage": storage or "float32",
+    label = storage or "float32"
+    if preconditioner:
+      label = f"{label}/{preconditioner}"
+    row = {"optimizer": name, "storage": label,
            "bytes_per_param": total / count, "total_gb": total / 1e9,
            "fields": {k: v / count for k, v in fields.items() if v / count >= 0.005}}
     if mesh_shape:
@@ -308,16 +324,16 @@ def _memory(args: argparse.Namespace) -> int:
           f"FSDP x tensor-parallel params{zero}; 'x even' is the device's state over total/"
           f"{devices}")
     mesh_columns = " GB/device | x even |"
-  print(f"\n| {'optimizer':<20} | {'storage':<8} | bytes/param | state GB |{mesh_columns} "
+  print(f"\n| {'optimizer':<20} | {'storage':<16} | bytes/param | state GB |{mesh_columns} "
         f"largest fields (B/param)")
-  print(f"|{'-' * 22}|{'-' * 10}|-------------|----------|"
+  print(f"|{'-' * 22}|{'-' * 18}|-------------|----------|"
         f"{'-----------|--------|' if mesh_shape else ''}{'-' * 30}")
   for row in rows:
     fields = ", ".join(f"{k.replace('inner_state.', '')} {v:.2f}"
                        for k, v in sorted(row["fields"].items(), key=lambda kv: -kv[1])[:3])
     device = (f" {row['device_gb']:>9.3f} | {row['of_even_share']:>6.2f} |"
               if mesh_shape else "")
-    print(f"| {row['optimizer']:<20} | {row['storage']:<8} | {row['bytes_per_param']:>11.3f} | "
+    print(f"| {row['optimizer']:<20} | {row['storage']:<16} | {row['bytes_per_param']:>11.3f} | "
           f"{row['total_gb']:>8.2f} |{device} {fields}")
   return 0
 
@@ -368,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DATAxMODEL (e.g. 2x4): also the state bytes on one device of that "
                            "mesh, FSDP x tensor-parallel with ZeRO-1 over data")
   memory.add_argument("--optimizers", default=DEFAULT_MEMORY_OPTIMIZERS,
-                      help="comma-separated names, optionally name:storage (8bit, 4bit, ...)")
+                      help="comma-separated names, optionally name:storage (8bit, 4bit, ...) "
+                           "and, for shampoo/soap/kron, name:storage:preconditioner_storage "
+                           "(float32, bfloat16, 8bit; e.g. soap:8bit:8bit, kron::bfloat16)")
   memory.set_defaults(handler=_memory)
   return parser
 

@@ -13,9 +13,10 @@ from that relation:
     param's spec without that dim;
   - Adam-mini's per-block second moment (some dims reduced to 1): the spec with those dims
     unsharded;
-  - quantized moments (`optimkit.state`): blocks run along the trailing dims, so codes and
-    scales keep the spec of the param's leading dims, and the block dims are sharded with the
-    param where the blocks align with its shards (`_block_specs`);
+  - quantized moments (`optimkit.state`): blockwise scales are shaped like the param's grid of
+    tiles and codes like the param with each dim split into (tiles, within a tile), so both
+    take the param's spec on every dim whose shards hold whole tiles (`_block_specs`); ZeRO-1
+    splits codes and scales on the same dim;
   - everything else (step counts, hyperparameters, keys, fillers): replicated.
 
 A per-parameter quantity is found as optax lays it out: in a subtree of the state with the
@@ -139,40 +140,56 @@ def _axis_size(entry: Any, axis_sizes: dict) -> int:
   return size
 
 
-def _block_specs(param_shape: tuple, param_spec: tuple, block_size: int, packed: bool,
-                 axis_sizes: dict) -> tuple:
-  """Specs of the (blocks, within-block) dims of a blockwise-quantized leaf.
+def _block_specs(stored: Any, param_shape: tuple, param_spec: tuple, axis_sizes: dict) -> Any:
+  """Specs of a blockwise-quantized leaf's (codes, absmax).
 
-  Blocks are cut from the trailing group of dims read as one row. When only the first dim of
-  that group is sharded, the shards are contiguous runs of the row: if every run holds whole
-  blocks, the blocks dim takes the sharding; if the row is a single block that the shards split
-  evenly, the within-block dim takes it (each device then keeps its part of the block and the
-  block's scale is a max over devices). Otherwise a block would straddle shards in a pattern no
-  spec describes, and both stay unsharded.
+  The scales are shaped like the param's grid of tiles and the codes like the param with each
+  dim split into (tiles, within a tile) (`q.BlockLayout.blocked`), so both take the param's
+  spec on each dim whose shards hold whole tiles (the grid dim divisible by the shard count),
+  codes on that dim's grid axis: every device then quantizes its own blocks and no step moves
+  state. On a dim whose shards would split tiles, both stay unsharded: a spec that splits a tile
+  is correct, but its step must gather the tile's values. Packed 4-bit codes whose last axis is
+  a grid axis also need whole bytes per shard. The flat fallback (no tile divides the param) is
+  unsharded.
   """
-  leading, trailing, blocks = q.block_layout(param_shape, block_size)
-  split = len(leading)
-  if split == len(param_shape) or trailing % block_size or \
-      any(entry is not None for entry in param_spec[split + 1:]):
-    return None, None
-  entry = param_spec[split]
-  shards = _axis_size(entry, axis_sizes)
-  if entry is None or param_shape[split] % shards:
-    return None, None
-  if blocks % shards == 0:
-    return entry, None
-  width = block_size // 2 if packed else block_size
-  if blocks == 1 and width % shards == 0:
-    return None, entry
-  return None, None
+  layout, _ = q.stored_layout(stored, param_shape)
+  codes: list = [None] * stored.codes.ndim
+  if layout.flat:
+    return q.BlockQuantized(codes=tuple(codes), absmax=(None,))  # type: ignore[arg-type]
+  entries = tuple(entry if entry is not None and g % _axis_size(entry, axis_sizes) == 0
+                  else None for entry, g in zip(param_spec, layout.grid))
+  for axis, entry, g in zip(layout.grid_axes, entries, layout.grid):
+    if stored.codes.shape[axis] == g or stored.codes.shape[axis] % _axis_size(entry,
+                                                                              axis_sizes) == 0:
+      codes[axis] = entry
+  # The stored leaf's own NamedTuple, holding a spec per array (hence the type: ignores).
+  return q.BlockQuantized(codes=tuple(codes), absmax=entries)  # type: ignore[arg-type]
+
+
+def _zero1_blocks(specs: Any, stored: Any, param_shape: tuple, axis: str,
+                  axis_size: int) -> Any:
+  """ZeRO-1 for a blockwise-quantized leaf: the first grid dim that is unsharded and that the
+  axis divides (also in the codes) takes it in both arrays, so each device keeps whole tiles
+  with their scales. Without one, each array takes it where its own size allows (fewer bytes,
+  at the price of moving codes in the step)."""
+  layout, _ = q.stored_layout(stored, param_shape)
+  codes, absmax = list(specs.codes), tuple(specs.absmax)
+  if not _uses(tuple(codes) + absmax, axis):
+    for dim, (entry, g) in enumerate(zip(absmax, layout.grid)):
+      code_axis = layout.grid_axes[dim] if not layout.flat else 0
+      if entry is None and codes[code_axis] is None and g and g % axis_size == 0 and \
+          stored.codes.shape[code_axis] % axis_size == 0:
+        codes[code_axis] = axis
+        return type(specs)(codes=tuple(codes), absmax=absmax[:dim] + (axis,) + absmax[dim + 1:])
+  return type(specs)(*(tuple(zero1(PartitionSpec(*spec), tuple(array.shape), axis, axis_size))
+                       for spec, array in zip(specs, stored)))
 
 
 def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple,
                      axis_sizes: dict) -> Any:
-  """Specs for the arrays of a quantized leaf. Blockwise: the param's leading dims keep their
-  spec, the block dims follow `_block_specs`. Rank-1: codes keep the param's spec (the packed last
-  dim too when each shard holds whole bytes), row maxima the leading spec, column maxima the last
-  dim's."""
+  """Specs for the arrays of a quantized leaf. Blockwise: `_block_specs`. Rank-1: codes keep the
+  param's spec (the packed last dim too when each shard holds whole bytes), row maxima the
+  leading spec, column maxima the last dim's."""
   if isinstance(stored, q.Rank1Quantized):
     last = param_spec[-1]
     packed_last = last if (param_shape[-1] // _axis_size(last, axis_sizes)) % 2 == 0 else None
@@ -180,12 +197,7 @@ def _quantized_specs(stored: Any, param_shape: tuple, param_spec: tuple,
     return q.Rank1Quantized(codes=param_spec[:-1] + (packed_last,),  # type: ignore[arg-type]
                             row_max=param_spec[:-1],  # type: ignore[arg-type]
                             col_max=(last,))  # type: ignore[arg-type]
-  split = stored.absmax.ndim - 1
-  block_size = q.block_size_of(stored, param_shape)
-  blocks, within = _block_specs(param_shape, param_spec, block_size,
-                                block_size != stored.codes.shape[-1], axis_sizes)
-  return q.BlockQuantized(codes=param_spec[:split] + (blocks, within),  # type: ignore[arg-type]
-                          absmax=param_spec[:split] + (blocks,))  # type: ignore[arg-type]
+  return _block_specs(stored, param_shape, param_spec, axis_sizes)
 
 
 def _state_leaf(x: Any) -> bool:
@@ -238,7 +250,7 @@ def _fits(leaf: Any, shape: tuple) -> bool:
   """Whether a state leaf has the layout of some state of a parameter of `shape`."""
   if isinstance(leaf, q.BlockQuantized):
     try:
-      q.block_size_of(leaf, shape)
+      q.stored_layout(leaf, shape)
       return True
     except ValueError:
       return False
@@ -299,6 +311,9 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
         # block maps onto the param's shards, so only ZeRO-1 splits them.
         return type(leaf)(*(finish(PartitionSpec(), array) for array in leaf))
       parts = _quantized_specs(leaf, shape, spec, axis_sizes)
+      if zero1_axis is not None and isinstance(leaf, q.BlockQuantized):
+        parts = _zero1_blocks(parts, leaf, shape, zero1_axis, axis_sizes[zero1_axis])
+        return type(parts)(*(PartitionSpec(*part) for part in parts))
       return type(parts)(*(finish(PartitionSpec(*part), array)
                            for part, array in zip(parts, leaf)))
     return finish(PartitionSpec(*_leaf_spec(leaf, shape, spec)), leaf)

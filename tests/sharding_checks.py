@@ -187,8 +187,52 @@ rms = factored.inner_state[0]
 assert rms.v_row["w"] == P("data") and rms.v_col["w"] == P("model")  # (16, 64): rows, cols
 assert rms.v_row["stack"] == P(None, "data") and rms.v_col["stack"] == P(None, "model")
 quantized = sharding.state_specs(optimkit.adamw_8bit(1e-2), params).inner_state[0]
-assert quantized.mu["emb"].codes == P(None, None)  # (128, 64) -> one flat row of blocks
+# (128, 64) in 16 x 8 tiles: an (8, 8) grid, whose columns split 4 ways like the param's.
+assert quantized.mu["emb"] == type(quantized.mu["emb"])(codes=P(None, None, "model", None),
+                                                        absmax=P(None, "model"))
 print("OK specs")
+
+# A kernel as wide as Llama-2-7B's MLP scaled down (11008 / 32 = 344): a shard of a row
+# (344 / 4 = 86 columns) is no whole number of 256 (or 128) values, so blocks of consecutive
+# values were replicated over "model". Its tiles (8-bit 4 x 43, 4-bit 2 x 43) split with the
+# param: every device holds a 1/8 of the codes and scales, with and without ZeRO-1, its compiled
+# update gathers no state, and 3 steps equal the single-device ones.
+wide_host = {"wide": rng.normal(size=(64, 344)).astype(np.float32)}
+wide = {"wide": jax.device_put(wide_host["wide"], NamedSharding(mesh, P("data", "model")))}
+
+
+def plain_step(tx):
+  def step(params, state):
+    updates, state = tx.update(jax.grad(loss_fn)(params), state, params)
+    return optax.apply_updates(params, updates), state
+  return step
+
+
+# Codes (16, 4, 8, 43) at 8 bits, (32, 2, 8, 22) at 4 (43 padded to 44, two per byte).
+for name, codes_shard, absmax_shard in (("adamw_8bit", (8, 4, 2, 43), (8, 2)),
+                                        ("adamw_4bit", (16, 2, 2, 22), (16, 2))):
+  tx = MORE_OPTIMIZERS.get(name, OPTIMIZERS.get(name))()
+  for zero in (None, "data"):
+    state = sharding.sharded_init(tx, wide, zero1_axis=zero)
+    mu = state.inner_state[0].mu["wide"]
+    assert {s.data.shape for s in mu.codes.addressable_shards} == {codes_shard}, (name, mu.codes)
+    assert {s.data.shape for s in mu.absmax.addressable_shards} == {absmax_shard}, name
+    shardings = sharding.state_shardings(tx, wide, zero1_axis=zero)
+    step = jax.jit(plain_step(tx), out_shardings=({"wide": wide["wide"].sharding}, shardings))
+    compiled = step.lower(wide, state).compile().as_text()
+    assert "all-gather" not in compiled and "all-to-all" not in compiled, (name, zero)
+    p_sharded, s_sharded = wide, state
+    p_single = {"wide": jnp.asarray(wide_host["wide"])}
+    s_single = tx.init(p_single)
+    single = jax.jit(plain_step(tx))
+    for _ in range(3):
+      p_sharded, s_sharded = step(p_sharded, s_sharded)
+      p_single, s_single = single(p_single, s_single)
+    np.testing.assert_allclose(np.asarray(p_sharded["wide"]), np.asarray(p_single["wide"]),
+                               rtol=2e-5, atol=2e-6, err_msg=f"{name} zero1={zero}")
+    assert {s.data.shape for s in s_sharded.inner_state[0].mu["wide"].codes.addressable_shards} \
+        == {codes_shard}, name
+print("OK wide quantized leaf sharded")
 
 # ZeRO-1 on data-parallel params (replicated over "data"): the state per device halves (the
 # data axis has 2 devices), up to the scalars.

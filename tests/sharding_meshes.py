@@ -19,8 +19,7 @@ from optimkit import sharding  # noqa: E402
 
 assert jax.device_count() == 8
 rng = np.random.default_rng(1)
-# "big" is wide enough for its quantized blocks (256 at 8 bits, 128 at 4) to align with 8 shards
-# of its last dim; "emb" (128 x 64) is blocked as one flat row, which does not align.
+# "big" and "emb" are quantized, in tiles that 8 shards of their last dim hold whole.
 HOST = {k: np.asarray(v, np.float32) for k, v in {
     "w": rng.normal(size=(16, 64)), "v": rng.normal(size=(32,)),
     "stack": rng.normal(size=(4, 16, 64)), "emb": rng.normal(size=(128, 64)),
@@ -157,26 +156,28 @@ for name, make in OPTIMIZERS.items():
     sizes = ", ".join(f"{'ZeRO-1' if z else 'plain'} {b} B" for z, b in per_device.items())
     print(f"OK {name} on {mesh_name}: max state bytes/device {sizes}")
 
-# Quantized blocks aligned to shard boundaries: "big" (16 x 2048) sharded 8 ways on its last dim
-# holds whole blocks per shard, so codes and scales are sharded with it and the compiled 8- and
-# 4-bit steps move no optimizer state between devices; "emb" is one flat row of blocks that
-# would straddle the shards, so its codes are replicated.
+# Quantized blocks aligned to shard boundaries: "big" (16 x 2048, 1 x 256 tiles at 8 bits,
+# 1 x 128 at 4) and "emb" (128 x 64, 16 x 8 and 8 x 8 tiles: an 8 x 8 and a 16 x 8 grid) sharded
+# 8 ways on their last dim hold whole tiles per shard, so codes and scales are sharded with them
+# on the tiles' grid axes and the compiled 8- and 4-bit steps move no
+# optimizer state between devices.
 mesh, specs, _ = MESHES["model"]
 params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in HOST.items()}
 eight = sharding.state_specs(optimkit.adamw_8bit(1e-2), params).inner_state[0]
-assert eight.mu["big"].codes == P(None, "model", None), eight.mu["big"]
+assert eight.mu["big"].codes == P(None, "model", None), eight.mu["big"]  # (16, 8, 256)
 assert eight.mu["big"].absmax == P(None, "model") and eight.nu["big"].absmax == P(None, "model")
-assert eight.mu["emb"].codes == P(None, None)
+assert eight.mu["emb"].codes == P(None, None, "model", None), eight.mu["emb"]  # (8, 16, 8, 8)
+assert eight.mu["emb"].absmax == P(None, "model"), eight.mu["emb"]
 four = sharding.state_specs(optimkit.adamw_4bit(1e-2), params).inner_state[0]
-assert four.mu["big"].codes == P(None, "model", None), four.mu["big"]
+assert four.mu["big"].codes == P(None, "model", None), four.mu["big"]  # (16, 16, 64)
 assert four.nu["big"] == type(four.nu["big"])(codes=P(None, "model"), row_max=P(None),
                                               col_max=P("model")), four.nu["big"]
 for name in ("adamw_8bit", "adamw_4bit"):
   tx = FULL[name]()
-  big = {"big": params["big"]}
-  shardings = sharding.state_shardings(tx, big)
+  aligned = {k: params[k] for k in ("big", "emb")}
+  shardings = sharding.state_shardings(tx, aligned)
   compiled = jax.jit(lambda p, s, g: tx.update(g, s, p), out_shardings=(
-      {"big": big["big"].sharding}, shardings)).lower(
-          big, sharding.sharded_init(tx, big), big).compile().as_text()
+      {k: p.sharding for k, p in aligned.items()}, shardings)).lower(
+          aligned, sharding.sharded_init(tx, aligned), aligned).compile().as_text()
   assert "all-gather" not in compiled and "all-to-all" not in compiled, name
 print("OK quantized blocks aligned to shards")

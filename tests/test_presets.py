@@ -31,6 +31,7 @@ PRESETS = {
     "llm_175B": lambda: presets.llm_pretraining_adamw("175B", total_steps=100, warmup_steps=2),
     "finetune": lambda: presets.finetuning_adamw(total_steps=50),
     "lion": lambda: presets.lion_from_adamw(6e-4, 0.1),
+    "adam_mini_4bit": lambda: presets.adam_mini_4bit_from_adamw(6e-4, 0.1),
     "sophia": lambda: presets.sophia_from_adamw(6e-4, total_steps=100),
     "schedule_free": lambda: presets.schedule_free_from_adamw(6e-4, warmup_steps=5),
     "shampoo": lambda: presets.shampoo_from_adamw(1e-3, block_size=2,
@@ -71,8 +72,22 @@ def test_lion_from_adamw_keeps_lr_times_wd():
   assert float(hyper["learning_rate"] * hyper["weight_decay"]) == pytest.approx(1e-4)
 
 
+def test_adam_mini_4bit_from_adamw_keeps_adamws_settings_at_4bit():
+  """The frontier's winner: AdamW's rate, betas and decay unchanged, the first moment 4-bit."""
+  tx = presets.adam_mini_4bit_from_adamw(1e-3, 0.1, b2=0.95, clip_norm=None)
+  state = tx.init(PARAMS)
+  hyper = state.hyperparams
+  assert float(hyper["learning_rate"]) == pytest.approx(1e-3)
+  assert float(hyper["weight_decay"]) == pytest.approx(0.1)
+  assert float(hyper["b2"]) == pytest.approx(0.95)
+  big = tx.init({"kernel": jnp.zeros((64, 128))})  # leaves this size are quantized
+  assert any(leaf.dtype == jnp.uint8 for leaf in jax.tree.leaves(big))  # the 4-bit codes
+
+
 def test_presets_reject_bad_arguments():
   with pytest.raises(ValueError, match="model_size must be one of"):
     presets.llm_pretraining_adamw("1T", total_steps=10)
   with pytest.raises(ValueError, match="factor must be"):
     presets.lion_from_adamw(1e-3, 0.1, factor=0.5)
+  with pytest.raises(ValueError, match="weight_decay"):
+    presets.adam_mini_4bit_from_adamw(1e-3, -0.1)

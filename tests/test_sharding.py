@@ -26,6 +26,7 @@ def test_state_shardings_on_eight_devices():
   for name in ("adamw", "adamw_8bit", "adafactor"):
     assert f"OK offload {name}" in result.stdout
   assert "OK errors and no all-gather" in result.stdout
+  assert "OK wide quantized leaf sharded" in result.stdout
   for name in ("adamw", "adafactor", "adam_mini", "adamw_8bit", "adamw_4bit"):
     assert f"OK nnx {name}" in result.stdout
   assert "OK nnx one call optax.adafactor" in result.stdout

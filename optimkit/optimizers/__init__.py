@@ -17,6 +17,7 @@ from optimkit.optimizers.adam_variants import (
 from optimkit.optimizers.adaptive import (
     adam,
     adam_mini,
+    adam_mini_4bit,
     adams,
     adamw,
     adamw_4bit,

@@ -10,8 +10,10 @@ b1, b2), `kron` kron-torch's `Kron`.
 What decides structure is `structural(...)` (block sizes, refresh periods, the root's exponent,
 the dims that get a matrix factor); every other number is data (`optimkit.set_hyperparams`,
 `optax.inject_hyperparams`). The Adam / grafting moments and momenta are stored through
-`state_storage`; the Kronecker statistics, roots, eigenbases and factors stay in the compute
-dtype (at least float32).
+`state_storage` (`optimkit.state.storage`); the O(d^2) matrices, Kronecker statistics, roots,
+eigenbases and triangular factors, through `preconditioner_storage` ("float32", the default,
+"bfloat16" or "8bit"; `optimkit.state.matrices`). One name for the three: Kron has no
+statistics, and what all of them store is the preconditioner.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, storage_of, structural
+from optimkit.state import matrices
 from optimkit.state.storage import StorageLike
 from optimkit.transforms._util import increment
 from optimkit.transforms.kron import scale_by_kron
@@ -78,6 +81,7 @@ def shampoo(
     inverse_failure_threshold: float = 0.1,
     root_method: str = "eigh",
     state_storage: StorageLike = "float32",
+    preconditioner_storage: matrices.StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """Distributed Shampoo (Gupta et al. 2018; Anil et al. 2020): blocked Kronecker statistics,
   inverse p-th roots every few steps, grafted to a diagonal method's step size, momentum.
@@ -121,7 +125,13 @@ def shampoo(
     root_method: "eigh" (default) or "newton" (coupled Newton, the reference's default,
       `eigh=False` there).
     state_storage: storage of the momenta and the grafting statistics ("float32", "bfloat16",
-      "8bit", "4bit"); the Kronecker statistics and roots stay in at least float32.
+      "8bit", "4bit").
+    preconditioner_storage: storage of the Kronecker statistics and roots: "float32" (at least
+      float32, default), "bfloat16" or "8bit" (`optimkit.state.matrices`; 8-bit keeps each
+      matrix's diagonal in float, as distributed_shampoo's best_effort_memory_usage_reduction,
+      which stores these matrices in int16). Reduced formats need matrix_epsilon >= ~1e-3: the
+      root cannot resolve eigenvalues below the storage's precision (see the module doc of
+      `optimkit.state.matrices` for the measured cost).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -137,7 +147,8 @@ def shampoo(
   `decoupled_weight_decay=True` is AdamW's -lr wd w (the reference's, under its default
   `decoupled_learning_rate`, multiplies the decay by the learning rate twice); "adam" grafting
   added; not implemented: one-sided preconditioners, low-rank / frequent-directions
-  compression, LOBPCG, gradient clipping by scaled norm, int8 statistics.
+  compression, LOBPCG, gradient clipping by scaled norm, int16 statistics (8-bit and
+  bfloat16 instead, `preconditioner_storage`).
 
   References:
     Gupta, Koren & Singer, "Shampoo: Preconditioned Stochastic Tensor Optimization", 2018.
@@ -156,7 +167,7 @@ def shampoo(
       relative_matrix_epsilon=relative_matrix_epsilon,
       inverse_failure_threshold=inverse_failure_threshold, root_method=root_method,
       weight_decay_mask=None if decoupled_weight_decay else weight_decay_mask,
-      state_storage=state_storage)
+      state_storage=state_storage, preconditioner_storage=preconditioner_storage)
   if not decoupled_weight_decay:
     return optax.chain(direction, optax.scale_by_learning_rate(learning_rate))
   return optax.chain(direction, optax.add_decayed_weights(weight_decay, weight_decay_mask),
@@ -217,6 +228,7 @@ def soap(
     block_size: int | None = structural(None),
     sort_eigenbasis: bool = True,
     state_storage: StorageLike = "float32",
+    preconditioner_storage: matrices.StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """SOAP (Vyas et al. 2024): Adam run in the eigenbasis of Shampoo's factors, the basis
   refreshed every `precondition_frequency` steps by one power iteration and QR.
@@ -248,7 +260,10 @@ def soap(
       as the reference).
     sort_eigenbasis: order each basis by estimated eigenvalue before the QR, permuting v, as the
       authors' code does (default); False: the paper's Algorithm 4 as written.
-    state_storage: storage of m and v; the statistics and bases stay in at least float32.
+    state_storage: storage of m and v.
+    preconditioner_storage: storage of the statistics and eigenbases: "float32" (at least
+      float32, default), "bfloat16" or "8bit" (`optimkit.state.matrices`; a reduced-precision
+      basis is re-orthogonalized by one Bjorck step when read).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -267,7 +282,8 @@ def soap(
   direction = scale_by_soap(
       b1, b2, shampoo_beta, eps, precondition_frequency, max_precondition_dim, merge_dims,
       precondition_1d, correct_bias, normalize_gradient, block_size=block_size,
-      sort_eigenbasis=sort_eigenbasis, state_storage=state_storage)
+      sort_eigenbasis=sort_eigenbasis, state_storage=state_storage,
+      preconditioner_storage=preconditioner_storage)
   decay = _decay_after_step(learning_rate * weight_decay)  # type: ignore[operator]  # an array
   if weight_decay_mask is not None:
     decay = optax.masked(decay, weight_decay_mask)
@@ -310,6 +326,7 @@ def kron(
     random_updates: bool = False,
     seed: int | None = None,
     state_storage: StorageLike = "float32",
+    preconditioner_storage: matrices.StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """PSGD Kron (Li 2024): SGD with momentum preconditioned by a Kronecker product of
   triangular factors, fitted to whiten the gradient on some steps.
@@ -348,7 +365,9 @@ def kron(
       False (default): m_hat itself, as the paper and psgd_torch.
     random_updates: draw each update with probability p instead of the counter.
     seed: seed of the state's PRNG key; None: pass `key=` to every update.
-    state_storage: storage of the momentum; the factors stay in at least float32.
+    state_storage: storage of the momentum.
+    preconditioner_storage: storage of the triangular factors: "float32" (at least float32,
+      default), "bfloat16" or "8bit" (`optimkit.state.matrices`; the diagonal stays in float).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -371,7 +390,8 @@ def kron(
       memory_save_mode, momentum_into_precond_update, precond_lr, precond_init_scale,
       merge_dims, block_size=block_size, precondition_damped=precondition_damped,
       random_updates=random_updates, seed=seed,
-      state_storage=storage_of("kron", "mu_dtype", mu_dtype, state_storage))
+      state_storage=storage_of("kron", "mu_dtype", mu_dtype, state_storage),
+      preconditioner_storage=preconditioner_storage)
   mask = _rank_at_least_2 if weight_decay_mask is None else weight_decay_mask
   return optax.chain(direction, optax.add_decayed_weights(weight_decay, mask),
                      optax.scale_by_learning_rate(learning_rate))

@@ -14,12 +14,25 @@ maximum) and rounded to a linear map that excludes zero, {1/16, ..., 16/16}. Exc
 the paper's key fix: a small v rounded to 0 makes the step m / (sqrt(v) + eps) explode.
 Vectors use blocks of 128 with the same zero-free map.
 
-Which leaves are quantized is decided from the leaf's global shape only (never a local shard):
-leaves under `min_size` elements (4096, bitsandbytes' threshold) stay float32. Blocks run along
-the trailing dimensions of a leaf (the smallest trailing group holding whole blocks), so
-they never straddle the leading axes, along which parameters are usually sharded; when the
-trailing dimensions do not hold a whole number of blocks, the leaf is blocked as one flat row
-rather than padding every row.
+Which leaves are quantized, and how they are cut into blocks, is decided from the leaf's global
+shape only (never a local shard, so a checkpoint restores onto any mesh): leaves under
+`min_size` elements (4096, bitsandbytes' threshold) stay float32. A block is a tile of the leaf
+(`block_layout`): an extent t_i dividing each dim d_i, B/2 to 2B elements for a nominal block
+size B (256 at 8 bits, 128 at 4), with t_i chosen so that d_i / t_i keeps at least 2^3 (or all
+of d_i's factors of two, if fewer): then any split of a dim into up to 8 shards, or 2 x 4 of
+two dims, holds whole blocks, and every device quantizes its own blocks. Blocks follow the rows
+as far as that allows (a (4096, 11008) kernel at 8 bits: 1 x 344 tiles). The scales have the
+shape of the grid of tiles (d_0 / t_0, d_1 / t_1, ...) and the codes that of the leaf with
+each dim split into (tiles, within a tile), (d_0 / t_0, t_0, d_1 / t_1, t_1, ...) without the
+unit axes (a reshape of the leaf), so both shard like the parameter along the grid axes.
+Quantizing and reading are reshapes, a reduction over the within-tile axes and elementwise
+work: no transposes or gathers. A leaf no tile fits (a prime
+length) is read as one flat row padded to whole blocks of B; its padding is in the codes, so
+the memory report counts it.
+
+What differs from bitsandbytes: its blocks are runs of B consecutive values of the flattened
+tensor, which straddle rows (and shards) whenever B does not divide a shard of the row; here
+the block size varies per leaf (B/2 to 2B) so that blocks never straddle either.
 """
 
 from __future__ import annotations
@@ -197,60 +210,233 @@ def _unpack4(packed: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# Blockwise layout along the trailing dimensions.
+# Blockwise layout: tiles that shards hold whole.
+
+# Every dim keeps this many factors of two after tiling where its size allows (2^3: an 8-way
+# split of any one dim, or 2 x 4 of two, holds whole blocks). Eight is the usual tensor-parallel
+# width; larger splits (FSDP over many devices) are on the leading dims, which a block spans as
+# little as the sizes allow and so keep nearly all their factors.
+_SHARD_RESERVE = 3
 
 
-def block_layout(shape: tuple[int, ...], block_size: int) -> tuple[tuple[int, ...], int, int]:
-  """(leading dims, trailing group size, blocks per row): the trailing group is the smallest
-  suffix of dims that holds a whole number of blocks (so no row is padded), or all dims, in
-  which case only the very end is padded."""
-  split, trailing = len(shape), 1
-  while split > 0 and (trailing < block_size or trailing % block_size):
-    split -= 1
-    trailing *= shape[split]
-  return tuple(shape[:split]), trailing, math.ceil(trailing / block_size)
+class BlockLayout(NamedTuple):
+  """How a leaf is cut into blocks. `tile` is a block's extent along each dim of `view`, the
+  shape the codes hold (before 4-bit packing): the leaf's own shape when the tile divides it,
+  else the flat fallback, the leaf read as one row padded to whole blocks of `tile[0]`. A
+  block's scale sits at its tile's index in the grid `view / tile`."""
+
+  tile: tuple[int, ...]
+  view: tuple[int, ...]
+  flat: bool
+
+  @property
+  def grid(self) -> tuple[int, ...]:
+    return tuple(v // t for v, t in zip(self.view, self.tile))
+
+  @property
+  def blocked(self) -> tuple[int, ...]:
+    """The codes' shape (before packing): (g_0, t_0, g_1, t_1, ...), the view with each dim
+    split into (tiles, within a tile), leaving out within-tile axes of extent 1. A
+    row-contiguous tile is (g_0, g_1, t_1). Writing codes in the view's shape instead made XLA's
+    CPU loop find each byte's scale by integer division: the 4-bit write took 4x as long."""
+    return tuple(n for g, t in zip(self.grid, self.tile) for n in ((g, t) if t > 1 else (g,)))
+
+  @property
+  def grid_axes(self) -> tuple[int, ...]:
+    """The axis of `blocked` holding each dim's tile index g_i."""
+    axes, axis = [], 0
+    for t in self.tile:
+      axes.append(axis)
+      axis += 2 if t > 1 else 1
+    return tuple(axes)
 
 
+def _twos(n: int) -> int:
+  """The number of factors of two in n (0 for n = 0)."""
+  return (n & -n).bit_length() - 1 if n else 0
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+  return [d for d in range(1, min(n, limit) + 1) if n % d == 0] if n else [1]
+
+
+def _tiles(shape: tuple[int, ...], limit: int):
+  """Every tile of divisors of `shape`'s dims with at most `limit` elements."""
+  if not shape:
+    yield ()
+    return
+  for rest in _tiles(shape[1:], limit):
+    room = limit // math.prod(rest)
+    for extent in _divisors(shape[0], room):
+      yield (extent,) + rest
+
+
+@functools.lru_cache(maxsize=4096)
+def block_layout(shape: tuple[int, ...], block_size: int) -> BlockLayout:
+  """The blocks of a leaf of global shape `shape` (never a shard's: a checkpoint restores onto
+  any mesh) for a nominal `block_size` B.
+
+  A block is a tile t of the leaf, t_i dividing d_i, so a shard of dim i into k parts holds
+  whole blocks whenever k divides d_i / t_i. Mesh sizes are powers of two in practice (odd
+  factors of t_i never stop a split), so the choice is about where a tile spends the factors of
+  two of the dims. Among tiles of B/2 to 2B elements (a leaf smaller than B/2 is one block), it
+  takes, in order of priority:
+    1. the one that leaves every dim min(its factors of two, `_SHARD_RESERVE`) factors of two
+       (as nearly as possible: the smallest sum of shortfalls);
+    2. the one spanning the fewest rows (product of the extents before the last dim): values
+       within a row share their scale, as in row-contiguous blocks;
+    3. the one whose size is nearest B (in ratio);
+    4. the one leaving the most factors of two in its worst-off dims, then the next (leximin).
+  E.g. (4096, 11008) at B = 256: (1, 344), 344 = 8 x 43, leaving 11008 / 344 = 32 = 2^5 along
+  the row, so 8-way (1376 columns, 4 blocks) and 4-way shards hold whole blocks, where 256-runs
+  along the rows do not (1376 / 256 = 5.375). (1600, 1600) (GPT-2-XL): (1, 200). When no tile
+  is in the range (a leaf of prime or odd sizes, e.g. a 50257-vector, which no mesh divides
+  anyway), the leaf is read as one flat row padded to whole blocks of B: padded codes that the
+  memory report counts.
+  """
+  shape = tuple(int(d) for d in shape)
+  size = math.prod(shape)
+  if shape:
+    low, high = min(block_size // 2, size), 2 * block_size
+    best, best_key = None, None
+    for tile in _tiles(shape, high):
+      elements = math.prod(tile)
+      if elements < low:
+        continue
+      kept = [_twos(d // t) if d else 0 for d, t in zip(shape, tile)]
+      shortfall = sum(max(0, min(_twos(d), _SHARD_RESERVE) - r) for d, r in zip(shape, kept))
+      # The last entry only makes the choice unique: longer runs along the trailing dims.
+      key = (shortfall, math.prod(tile[:-1]), abs(math.log2(max(elements, 1) / block_size)),
+             tuple(-r for r in sorted(kept)), tuple(-t for t in reversed(tile)))
+      if best_key is None or key < best_key:
+        best, best_key = tile, key
+    if best is not None:
+      return BlockLayout(tile=best, view=shape, flat=False)
+  block = min(block_size, max(size, 1))
+  return BlockLayout(tile=(block,), view=(-(-size // block) * block,), flat=True)
 class BlockQuantized(NamedTuple):
-  """A blockwise-quantized tensor: uint8 codes (two per byte at 4 bits) shaped
-  (*leading, blocks, block or block/2) and one float32 absmax per block (*leading, blocks)."""
+  """A blockwise-quantized tensor: uint8 codes shaped like the layout's `blocked` shape (two per
+  byte along its last axis at 4 bits, padded to an even count), and one float32 absmax per
+  block, shaped like the layout's grid."""
 
   codes: jax.Array
   absmax: jax.Array
 
 
+def _scale_shape(layout: BlockLayout) -> tuple[int, ...]:
+  """`layout.blocked` with 1 for each within-tile axis: the scales, broadcasting over blocks."""
+  return tuple(n for g, t in zip(layout.grid, layout.tile) for n in ((g, 1) if t > 1 else (g,)))
+
+
+def as_blocks(x: jax.Array, layout: BlockLayout) -> jax.Array:
+  """`x` (the tensor's shape) in float32 shaped `layout.blocked`: a reshape, and for the flat
+  layout a pad at the end. A block is the entries with one index into every grid axis; its
+  reductions run over the others (`block_axes`)."""
+  x = x.astype(jnp.float32)
+  if layout.flat:
+    x = x.reshape(-1)
+    if layout.view[0] > x.size:
+      x = jnp.pad(x, (0, layout.view[0] - x.size))
+  return x.reshape(layout.blocked)
+
+
+def block_axes(layout: BlockLayout) -> tuple[int, ...]:
+  """The within-tile axes of `layout.blocked`."""
+  return tuple(axis for axis in range(len(layout.blocked)) if axis not in layout.grid_axes)
+
+
+def block_scales(x: jax.Array, layout: BlockLayout) -> jax.Array:
+  """Each block's absolute maximum, shaped like the layout's grid."""
+  return jnp.max(jnp.abs(as_blocks(x, layout)), axis=block_axes(layout)).reshape(layout.grid)
+
+
+def encode_blocks(x: jax.Array, absmax: jax.Array, layout: BlockLayout, table: np.ndarray,
+                  packed: bool, entropy: jax.Array | None = None) -> jax.Array:
+  """The codes of `x` given its blocks' scales: x / absmax rounded to the nearest map entry
+  (or stochastically, given `entropy`: see `quantize_blockwise`)."""
+  scales = absmax.reshape(_scale_shape(layout))
+  normalized = as_blocks(x, layout) / jnp.where(scales > 0, scales, 1.0)
+  codes = (_encode(normalized, table) if entropy is None
+           else _encode_stochastic(normalized, table, as_blocks(entropy, layout)))
+  if not packed:
+    return codes
+  if codes.shape[-1] % 2:
+    codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, 1)])
+  return _pack4(codes)
+
+
 def quantize_blockwise(x: jax.Array, table: np.ndarray, block_size: int,
-                       packed: bool) -> BlockQuantized:
-  leading, trailing, blocks = block_layout(x.shape, block_size)
-  rows = x.astype(jnp.float32).reshape(leading + (trailing,))
-  padding = blocks * block_size - trailing
-  if padding:
-    rows = jnp.pad(rows, [(0, 0)] * len(leading) + [(0, padding)])
-  rows = rows.reshape(leading + (blocks, block_size))
-  absmax = jnp.max(jnp.abs(rows), axis=-1)
-  normalized = rows / jnp.where(absmax > 0, absmax, 1.0)[..., None]
-  codes = _encode(normalized, table)
-  return BlockQuantized(codes=_pack4(codes) if packed else codes, absmax=absmax)
+                       packed: bool, entropy: jax.Array | None = None) -> BlockQuantized:
+  """`x` in blocks (`block_layout`), each block divided by its absolute maximum and rounded to
+  `table`: to the nearest entry, or, given `entropy` (an array shaped like `x` whose bits seed
+  the draw, as `round_to_bfloat16`'s), stochastically between the two entries around it, so
+  that the rounding is unbiased."""
+  layout = block_layout(tuple(x.shape), block_size)
+  absmax = block_scales(x, layout)
+  return BlockQuantized(codes=encode_blocks(x, absmax, layout, table, packed, entropy),
+                        absmax=absmax)
 
 
-def block_size_of(stored: BlockQuantized, shape: tuple[int, ...]) -> int:
-  """The block size `stored` was made with, for a tensor of `shape` (codes hold one or two
-  values per byte)."""
-  width = stored.codes.shape[-1]
-  for block_size in (width, 2 * width):
-    leading, _, blocks = block_layout(shape, block_size)
-    if leading + (blocks,) == tuple(stored.absmax.shape):
-      return block_size
-  raise ValueError(f"quantized arrays {stored.codes.shape}/{stored.absmax.shape} do not fit a "
-                   f"tensor of shape {shape}")
+def _encode_stochastic(normalized: jax.Array, table: np.ndarray,
+                       entropy: jax.Array) -> jax.Array:
+  """Unbiased rounding to the map: the nearest entry or its neighbour on the value's side,
+  the neighbour with probability (distance to the nearest) / (gap between them). Nearest
+  rounding loses every change smaller than half a step, so a buffer that moves by small
+  increments (an EMA with beta close to 1) would never move."""
+  from optimkit.state.stochastic_rounding import random_bits  # the same keyless hash
+
+  values = normalized.astype(jnp.float32)
+  code = _encode(values, table).astype(jnp.int32)
+  nearest = _decode(code, table)
+  other = jnp.clip(code + jnp.where(values > nearest, 1, -1), 0, table.size - 1)
+  gap = _decode(other, table) - nearest
+  probability = jnp.where(gap != 0, (values - nearest) / jnp.where(gap != 0, gap, 1.0), 0.0)
+  uniform = (random_bits(values, entropy) >> 8).astype(jnp.float32) * np.float32(2.0 ** -24)
+  return jnp.where(uniform < probability, other, code).astype(jnp.uint8)
+
+
+def _packing(codes: tuple[int, ...], layout: BlockLayout) -> bool | None:
+  """Whether codes of shape `codes` are `layout`'s packed (True) or unpacked (False), or None."""
+  blocked = layout.blocked
+  if codes == blocked:
+    return False
+  if codes == blocked[:-1] + (-(-blocked[-1] // 2),):
+    return True
+  return None
+
+
+def stored_layout(stored: BlockQuantized, shape: tuple[int, ...]) -> tuple[BlockLayout, bool]:
+  """The layout and packing `stored` was made with, for a tensor of `shape`, read from the
+  arrays' shapes (the layout rule's block size need not be known). ValueError if they cannot
+  be blocks of such a tensor."""
+  shape = tuple(shape)
+  codes, grid = tuple(stored.codes.shape), tuple(stored.absmax.shape)
+  if shape and len(grid) == len(shape) and all(
+      (g == 0 and d == 0) or (g and d % g == 0) for d, g in zip(shape, grid)):
+    tile = tuple(d // g if g else 1 for d, g in zip(shape, grid))
+    layout = BlockLayout(tile=tile, view=shape, flat=False)
+    packed = _packing(codes, layout)
+    if packed is not None:
+      return layout, packed
+  size = math.prod(shape)
+  if len(grid) == 1 and grid[0] and codes:
+    for block in (codes[-1], 2 * codes[-1], 2 * codes[-1] - 1, 1):
+      if block > 0 and -(-size // block) == grid[0]:
+        layout = BlockLayout(tile=(block,), view=(grid[0] * block,), flat=True)
+        packed = _packing(codes, layout)
+        if packed is not None:
+          return layout, packed
+  raise ValueError(f"quantized arrays {codes}/{grid} do not fit a tensor of shape {shape}")
 
 
 def dequantize_blockwise(q: BlockQuantized, table: np.ndarray, shape: tuple[int, ...],
                          block_size: int, packed: bool) -> jax.Array:
-  leading, trailing, blocks = block_layout(shape, block_size)
-  codes = _unpack4(q.codes) if packed else q.codes
-  values = _decode(codes, table) * q.absmax[..., None]
-  return values.reshape(leading + (blocks * block_size,))[..., :trailing].reshape(shape)
+  layout = block_layout(tuple(shape), block_size)
+  codes = _unpack4(q.codes)[..., :layout.blocked[-1]] if packed else q.codes
+  values = _decode(codes, table) * q.absmax.reshape(_scale_shape(layout))
+  if layout.flat:
+    return values.reshape(-1)[:math.prod(shape)].reshape(shape)
+  return values.reshape(shape)
 
 
 class Rank1Quantized(NamedTuple):

@@ -59,6 +59,7 @@ import numpy as np
 import optax
 
 from optimkit import _checks
+from optimkit.state import matrices
 from optimkit.state.storage import StorageLike, compute_dtype, resolve
 from optimkit.transforms import kronecker as kr
 from optimkit.transforms._util import increment
@@ -73,8 +74,9 @@ class KronState(NamedTuple):
 
     count: steps so far.
     mu: the momentum m, shaped like the params.
-    factors: per leaf, one factor per merged (block) dim: (n_blocks, b, b) upper triangular, or
-      (n_blocks, b) for a diagonal dim.
+    factors: per leaf, one factor per merged (block) dim: (n_blocks, b, b) upper triangular, in
+      the `preconditioner_storage` format (`optimkit.state.matrices`), or (n_blocks, b) for a
+      diagonal dim (always in the compute dtype).
     update_counter: steps since the last preconditioner update (the reference's counter).
     key: raw PRNG key data (uint32) used when no key is passed to update; zeros without a seed.
   """
@@ -254,6 +256,7 @@ def scale_by_kron(
     random_updates: bool = False,
     seed: int | None = None,
     state_storage: StorageLike = "float32",
+    preconditioner_storage: matrices.StorageLike = "float32",
 ) -> optax.GradientTransformationExtraArgs:
   """PSGD Kron's direction (module docstring for the equations); chain the learning rate.
 
@@ -277,8 +280,12 @@ def scale_by_kron(
     precondition_damped: precondition the damped m_hat on update steps, as kron-torch does.
     random_updates: draw each update with probability p instead of kron-torch's counter.
     seed: seed of the state's PRNG key; None: pass `key=` to every update.
-    state_storage: how the momentum is stored (see `optimkit.state`); the factors stay in the
-      compute dtype.
+    state_storage: how the momentum is stored (see `optimkit.state`).
+    preconditioner_storage: how the triangular factors are stored: "float32" (the compute
+      dtype, default), "bfloat16" or "8bit" (`optimkit.state.matrices`: rounded stochastically,
+      as each update changes them by a small step; at 8 bits the diagonal, which every
+      triangular solve divides by, stays in the compute dtype). Diagonal factors are O(d) and
+      stay in the compute dtype.
 
   Example:
     >>> tx = optax.chain(scale_by_kron(seed=0), optax.scale_by_learning_rate(3e-4))
@@ -300,6 +307,10 @@ def scale_by_kron(
   if block_size is not None:
     _checks.check_int_at_least(owner, "block_size", block_size, 1)
   store = resolve(state_storage)
+  try:
+    factor_store = matrices.resolve(preconditioner_storage)
+  except ValueError as error:
+    raise ValueError(f"{owner}: {error}") from None
 
   def layout(shape):
     return kron_layout(tuple(shape), max_size_triangular, min_ndim_triangular, memory_save_mode,
@@ -312,7 +323,9 @@ def scale_by_kron(
       scale = precond_init_scale ** (1.0 / max(lay.rank, 1))
       # The whole block's identity, padding included: a factor stays invertible and, with V
       # and h zero on the padding, its padding part is never updated and never mixes in.
-      return tuple(jnp.asarray(scale * np.broadcast_to(np.eye(lay.block[i]), shape), dtype)
+      # jnp, not NumPy: under `jax.eval_shape` a NumPy identity is a concrete constant.
+      return tuple(factor_store.init(jnp.broadcast_to(scale * jnp.eye(lay.block[i], dtype=dtype),
+                                                      shape))
                    if lay.matrix[i] else jnp.full(shape[:2], scale, dtype)
                    for i, shape in ((i, (lay.n_blocks, lay.block[i], lay.block[i]))
                                     for i in range(lay.rank)))
@@ -333,7 +346,9 @@ def scale_by_kron(
       key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
     grads, treedef = jax.tree.flatten(updates)
     layouts = [layout(g.shape) for g in grads]
-    factors = [list(f) for f in treedef.flatten_up_to(state.factors)]
+    stored_factors = treedef.flatten_up_to(state.factors)
+    factors = [list(f) for f in kr.read_factors(factor_store, stored_factors,
+                                                [compute_dtype(g) for g in grads], "triangular")]
     mu = treedef.flatten_up_to(store.read(state.mu, updates, signed=True))
 
     probability = preconditioner_update_probability
@@ -363,7 +378,9 @@ def scale_by_kron(
       mean = _block_means(lay, jnp.abs(h), _real_counts(lay))
       return h + _DAMPING * mean * noise, noise
 
-    def refreshed(factors):
+    # In a reduced format the branches take the stored factors too (`stored`, empty in
+    # float32): a step without an update keeps them as stored, an update writes the new ones.
+    def refreshed(factors, *stored):
       new, damped_inputs = [], []
       for lay, leaf_factors, (x, debiased), noise in zip(layouts, factors, inputs,
                                                          _draws(key, layouts, inputs)):
@@ -374,14 +391,19 @@ def scale_by_kron(
           leaf_factors = _balanced(leaf_factors)
           leaf_factors = _updated_factors(lay, leaf_factors, h, noise, precond_lr)
         new.append([f.astype(old.dtype) for f, old in zip(leaf_factors, factors[len(new)])])
+      written = (kr.write_factors(factor_store, new, stored[0], accumulated=True),) if stored \
+          else ()
       if precondition_damped and momentum_into_precond_update:
-        return new, damped_inputs
-      return new, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)]
+        return new, damped_inputs, *written
+      return new, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)], *written
 
-    def kept(factors):
-      return factors, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)]
+    def kept(factors, *stored):
+      return factors, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)], *stored
 
-    factors, preconditioned_inputs = jax.lax.cond(do_update, refreshed, kept, factors)
+    extra = () if factor_store.lossless else (stored_factors,)
+    factors, preconditioned_inputs, *written = jax.lax.cond(do_update, refreshed, kept, factors,
+                                                            *extra)
+    stored_factors = written[0] if written else factors
 
     directions = []
     for g, lay, leaf_factors, blocks in zip(grads, layouts, factors, preconditioned_inputs):
@@ -393,6 +415,7 @@ def scale_by_kron(
     unflatten = treedef.unflatten
     return unflatten(directions), KronState(
         count=count, mu=store.write(unflatten(new_mu), updates, state.mu, signed=True),
-        factors=unflatten([tuple(f) for f in factors]), update_counter=counter, key=state.key)
+        factors=unflatten([tuple(f) for f in stored_factors]), update_counter=counter,
+        key=state.key)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

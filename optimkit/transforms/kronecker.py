@@ -136,9 +136,16 @@ class KroneckerLayout:
 
   def eye(self, i: int, dtype: Any) -> jax.Array:
     """(n_blocks, b_i, b_i): the identity on the real coordinates, zero on the padding."""
-    # Built in NumPy: an eager init then makes one transfer per factor, not a few compiles.
-    eye = self.dim_mask(i, np.float64)[:, :, None] * np.eye(self.block[i])[None]
-    return jnp.asarray(eye, dtype=dtype)
+    # One jitted program from the (n_blocks, b_i) mask: an eager init makes one small transfer
+    # and one call per factor shape, and under `jax.eval_shape` (optimkit.memory, the sharding
+    # specs) nothing is built (a NumPy identity there is a concrete constant: gigabytes of them
+    # for a 7B tree cut into 128-blocks).
+    return _masked_eye(jnp.asarray(self.dim_mask(i, dtype)))
+
+
+@jax.jit
+def _masked_eye(mask: jax.Array) -> jax.Array:
+  return mask[:, :, None] * jnp.eye(mask.shape[-1], dtype=mask.dtype)[None]
 
 
 def kronecker_layout(
@@ -297,3 +304,21 @@ def map_stacked(f: Callable[..., tuple], stacks: Sequence[tuple], *, mesh: Any =
     for i, start, stop in zip(indices, offsets[:-1], offsets[1:]):
       results[i] = tuple(o[int(start):int(stop)] for o in outputs)
   return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Stored factors: per leaf, a tuple of stacked matrices kept through `optimkit.state.matrices`
+# (the algorithms' `preconditioner_storage=`).
+
+
+def read_factors(store: Any, stored: Sequence[tuple], dtypes: Sequence[Any], kind: str
+                 ) -> list[tuple]:
+  """Every leaf's stored factors as arrays in its compute dtype (`MatrixStorage.read`)."""
+  return [tuple(store.read(s, dtype, kind) for s in leaf) for leaf, dtype in zip(stored, dtypes)]
+
+
+def write_factors(store: Any, values: Sequence[tuple], stored: Sequence[tuple],
+                  accumulated: bool) -> list[tuple]:
+  """Every leaf's factors in the storage format (`MatrixStorage.write`)."""
+  return [tuple(store.write(v, s, accumulated) for v, s in zip(leaf_values, leaf_stored))
+          for leaf_values, leaf_stored in zip(values, stored)]

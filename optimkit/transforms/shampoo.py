@@ -60,6 +60,7 @@ import numpy as np
 import optax
 
 from optimkit import _checks
+from optimkit.state import matrices
 from optimkit.state.storage import StorageLike, compute_dtype, resolve
 from optimkit.transforms import kronecker as kr
 from optimkit.transforms._util import increment
@@ -80,7 +81,8 @@ class ShampooState(NamedTuple):
     count: steps so far.
     statistics: per leaf, a tuple with one (n_blocks, b_i, b_i) statistic per matrix dim of its
       `KroneckerLayout` (empty for leaves that are not preconditioned); zero on the padding.
-    roots: the inverse p-th roots in use, shaped as `statistics`.
+      Each stored in the `preconditioner_storage` format (`optimkit.state.matrices`).
+    roots: the inverse p-th roots in use, shaped and stored as `statistics`.
     graft_nu: the grafting's diagonal statistics, shaped like the params (None for SGD grafting).
     momentum: momentum of the Shampoo update, shaped like the params.
     graft_momentum: momentum of the grafting update (used before start_preconditioning_step).
@@ -258,6 +260,7 @@ def scale_by_shampoo(
     root_method: str = "eigh",
     weight_decay_mask: Any = None,
     state_storage: StorageLike = "float32",
+    preconditioner_storage: matrices.StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """Distributed Shampoo's direction (see the module docstring for the equations).
 
@@ -292,7 +295,12 @@ def scale_by_shampoo(
     weight_decay_mask: which leaves the coupled decay applies to: a tree of bools like the params
       or a callable params -> such a tree (as `optax.add_decayed_weights`); None: all.
     state_storage: how the momenta and the grafting statistics are stored (see
-      `optimkit.state`); the Kronecker statistics and roots stay in the compute dtype.
+      `optimkit.state`).
+    preconditioner_storage: how the Kronecker statistics and roots are stored: "float32" (the
+      compute dtype, default), "bfloat16" or "8bit" (`optimkit.state.matrices`: the statistics
+      rounded stochastically, both read back symmetrized; the roots computed from the
+      statistics as updated this step, before rounding). Use matrix_epsilon >= ~1e-3 with a
+      reduced format: eigenvalues below the storage's relative precision are noise.
 
   Example:
     >>> tx = optax.chain(scale_by_shampoo(block_size=128, graft_type="rmsprop_normalized"),
@@ -321,6 +329,10 @@ def scale_by_shampoo(
     raise ValueError(f"{owner}: root_method must be 'eigh' or 'newton', got {root_method!r}")
   graft = normalize_graft_type(graft_type)
   store = resolve(state_storage)
+  try:
+    factor_store = matrices.resolve(preconditioner_storage)
+  except ValueError as error:
+    raise ValueError(f"{owner}: {error}") from None
   merge = merge_small_dims_block_size if best_effort_shape_interpretation else None
 
   def layout(shape):
@@ -333,11 +345,12 @@ def scale_by_shampoo(
   def init_fn(params):
     def statistics(p):
       lay = layout(p.shape)
-      return tuple(matrix_epsilon * lay.eye(i, compute_dtype(p)) for i in lay.matrix_dims)
+      return tuple(factor_store.init(matrix_epsilon * lay.eye(i, compute_dtype(p)))
+                   for i in lay.matrix_dims)
 
     def roots(p):
       lay = layout(p.shape)
-      return tuple(lay.eye(i, compute_dtype(p)) for i in lay.matrix_dims)
+      return tuple(factor_store.init(lay.eye(i, compute_dtype(p))) for i in lay.matrix_dims)
 
     return ShampooState(
         count=jnp.zeros([], jnp.int32),
@@ -361,8 +374,11 @@ def scale_by_shampoo(
       raise ValueError(f"{owner}: weight_decay needs params passed to update().")
     grads, treedef = jax.tree.flatten(updates)
     layouts = [layout(g.shape) for g in grads]
-    statistics = treedef.flatten_up_to(state.statistics)
-    roots = treedef.flatten_up_to(state.roots)
+    dtypes = [compute_dtype(g) for g in grads]
+    stored_statistics = treedef.flatten_up_to(state.statistics)
+    stored_roots = treedef.flatten_up_to(state.roots)
+    statistics = kr.read_factors(factor_store, stored_statistics, dtypes, "symmetric")
+    roots = kr.read_factors(factor_store, stored_roots, dtypes, "symmetric")
     step = state.count
     keep = beta2
     add = jnp.where(jnp.asarray(beta2) == 1.0, 1.0, 1.0 - jnp.asarray(beta2))
@@ -378,7 +394,18 @@ def scale_by_shampoo(
                          for s, i in zip(old, lay.matrix_dims)))
       return new
 
-    statistics = _every(statistics_compute_steps, step, updated_statistics, statistics)
+    # In a reduced format the step goes on with the matrices as computed, and the stored ones
+    # are written only when they change (a refresh period skips the rounding too).
+    if factor_store.lossless:
+      statistics = stored_statistics = _every(statistics_compute_steps, step, updated_statistics,
+                                              statistics)
+    else:
+      def updated_and_stored():
+        new = updated_statistics()
+        return kr.write_factors(factor_store, new, stored_statistics, accumulated=True), new
+
+      stored_statistics, statistics = _every(statistics_compute_steps, step, updated_and_stored,
+                                             (stored_statistics, statistics))
 
     def refreshed_roots():
       # Batch every factor of the same size and exponent, across leaves, into one stack.
@@ -403,7 +430,15 @@ def scale_by_shampoo(
           new[k][j] = out
       return [tuple(r) for r in new]
 
-    roots = _every(preconditioning_compute_steps, step, refreshed_roots, roots)
+    if factor_store.lossless:
+      roots = stored_roots = _every(preconditioning_compute_steps, step, refreshed_roots, roots)
+    else:
+      def refreshed_and_stored():
+        new = refreshed_roots()
+        return kr.write_factors(factor_store, new, stored_roots, accumulated=False), new
+
+      stored_roots, roots = _every(preconditioning_compute_steps, step, refreshed_and_stored,
+                                   (stored_roots, roots))
 
     # Grafting and the preconditioned direction, leaf by leaf.
     old_nu = (treedef.flatten_up_to(store.read(state.graft_nu, updates, signed=False))
@@ -455,8 +490,8 @@ def scale_by_shampoo(
                 if graft in _GRAFTS_WITH_STATISTICS else None)
     return unflatten(directions), ShampooState(
         count=increment(step),
-        statistics=unflatten(statistics),
-        roots=unflatten(roots),
+        statistics=unflatten(stored_statistics),
+        roots=unflatten(stored_roots),
         graft_nu=graft_nu,
         momentum=store.write(unflatten(new_momentum), updates, state.momentum, signed=True),
         graft_momentum=store.write(unflatten(new_graft_momentum), updates,

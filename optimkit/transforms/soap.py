@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
+from optimkit.state import matrices
 from optimkit.state.storage import StorageLike, compute_dtype, resolve
 from optimkit.transforms import kronecker as kr
 from optimkit.transforms._util import increment
@@ -75,8 +76,9 @@ class SOAPState(NamedTuple):
     mu: Adam's first moment, in the parameter basis, shaped like the params.
     nu: Adam's second moment, in the eigenbasis, shaped like the params (block padding dropped:
       the padding's coordinates are their own eigenvectors and carry no gradient).
-    statistics: per leaf, a tuple with one (n_blocks, b_i, b_i) statistic per matrix dim.
-    bases: the eigenbases Q_i in use, shaped as `statistics`.
+    statistics: per leaf, a tuple with one (n_blocks, b_i, b_i) statistic per matrix dim, in the
+      `preconditioner_storage` format (`optimkit.state.matrices`).
+    bases: the eigenbases Q_i in use, shaped and stored as `statistics`.
   """
 
   count: jax.Array  # type: ignore[assignment]  # the field shadows tuple.count, as in optax
@@ -145,6 +147,7 @@ def scale_by_soap(
     block_size: int | None = None,
     sort_eigenbasis: bool = True,
     state_storage: StorageLike = "float32",
+    preconditioner_storage: matrices.StorageLike = "float32",
 ) -> optax.GradientTransformation:
   """SOAP's direction (module docstring for the equations); chain the learning rate after it.
 
@@ -164,8 +167,11 @@ def scale_by_soap(
     block_size: cut dims above this into blocks, each with its own bases (None: no blocking).
     sort_eigenbasis: order the basis by estimated eigenvalue before each QR and permute v with
       it, as the authors' code does (default); False: the paper's Algorithm 4 as written.
-    state_storage: how m and v are stored (see `optimkit.state`); statistics and bases stay in
-      the compute dtype.
+    state_storage: how m and v are stored (see `optimkit.state`).
+    preconditioner_storage: how the statistics and bases are stored: "float32" (the compute
+      dtype, default), "bfloat16" or "8bit" (`optimkit.state.matrices`: statistics rounded
+      stochastically and read back symmetrized; bases rounded to nearest and read back after
+      one Bjorck step towards orthogonality, since the rotation back uses Q as Q^T's inverse).
   """
   owner = "scale_by_soap"
   _checks.check_beta(owner, "b1", b1)
@@ -178,6 +184,10 @@ def scale_by_soap(
   if block_size is not None:
     _checks.check_int_at_least(owner, "block_size", block_size, 1)
   store = resolve(state_storage)
+  try:
+    factor_store = matrices.resolve(preconditioner_storage)
+  except ValueError as error:
+    raise ValueError(f"{owner}: {error}") from None
   beta_shampoo = b2 if shampoo_beta is None else shampoo_beta
 
   def layout(shape):
@@ -187,11 +197,12 @@ def scale_by_soap(
   def init_fn(params):
     def zeros(p):
       lay = layout(p.shape)
-      return tuple(jnp.zeros(shape, compute_dtype(p)) for shape in lay.factor_shapes())
+      return tuple(factor_store.init(jnp.zeros(shape, compute_dtype(p)))
+                   for shape in lay.factor_shapes())
 
     def identities(p):
       lay = layout(p.shape)
-      return tuple(lay.eye(i, compute_dtype(p)) for i in lay.matrix_dims)
+      return tuple(factor_store.init(lay.eye(i, compute_dtype(p))) for i in lay.matrix_dims)
 
     return SOAPState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
                      nu=store.init(params, signed=False),
@@ -202,8 +213,11 @@ def scale_by_soap(
     del params
     grads, treedef = jax.tree.flatten(updates)
     layouts = [layout(g.shape) for g in grads]
-    statistics = treedef.flatten_up_to(state.statistics)
-    bases = treedef.flatten_up_to(state.bases)
+    dtypes = [compute_dtype(g) for g in grads]
+    stored_statistics = treedef.flatten_up_to(state.statistics)
+    stored_bases = treedef.flatten_up_to(state.bases)
+    statistics = kr.read_factors(factor_store, stored_statistics, dtypes, "symmetric")
+    bases = kr.read_factors(factor_store, stored_bases, dtypes, "orthogonal")
     mu = treedef.flatten_up_to(store.read(state.mu, updates, signed=True))
     nu = treedef.flatten_up_to(store.read(state.nu, updates, signed=False))
     first = state.count == 0
@@ -238,16 +252,22 @@ def scale_by_soap(
           (beta_shampoo * s + (1.0 - beta_shampoo) * kr.block_gram(blocks, i)).astype(s.dtype)
           for s, i in zip(leaf_statistics, lay.matrix_dims)))
 
-    def keep(new_statistics, bases, nus):
-      del new_statistics
-      return bases, nus
+    # In a reduced format the branches take the stored bases too (`stored`, empty in float32):
+    # a step without a refresh keeps them as stored, a refresh writes the new ones.
+    def stored_form(new_bases, stored):
+      return (kr.write_factors(factor_store, new_bases, stored[0], accumulated=False)
+              if stored else new_bases)
 
-    def eigenbases(new_statistics, bases, nus):
+    def keep(new_statistics, bases, nus, *stored):
+      del new_statistics
+      return (stored[0] if stored else bases), nus
+
+    def eigenbases(new_statistics, bases, nus, *stored):
       stacks = _stacks(layouts, new_statistics, bases)
       fresh = kr.map_stacked(lambda a, mask, q: (first_basis(a, mask),), stacks)
-      return _unstack(layouts, bases, [basis for (basis,) in fresh]), nus
+      return stored_form(_unstack(layouts, bases, [basis for (basis,) in fresh]), stored), nus
 
-    def refreshed(new_statistics, bases, nus):
+    def refreshed(new_statistics, bases, nus, *stored):
       stacks = _stacks(layouts, new_statistics, bases)
       outputs = kr.map_stacked(lambda a, mask, q: refined_basis(a, q, mask, sort_eigenbasis),
                                stacks)
@@ -255,11 +275,15 @@ def scale_by_soap(
       orders = _unstack(layouts, bases, [order for _, order in outputs])
       if sort_eigenbasis:
         nus = [_permute(v, lay, leaf_orders) for v, lay, leaf_orders in zip(nus, layouts, orders)]
-      return new_bases, nus
+      return stored_form(new_bases, stored), nus
 
     branch = jnp.where(first, 1, jnp.where(count % precondition_frequency == 0, 2, 0))
+    extra = () if factor_store.lossless else (stored_bases,)
     new_bases, new_nu = jax.lax.switch(branch, [keep, eigenbases, refreshed], new_statistics,
-                                       bases, new_nu)
+                                       bases, new_nu, *extra)
+    if not factor_store.lossless:
+      new_statistics = kr.write_factors(factor_store, new_statistics, stored_statistics,
+                                        accumulated=True)
     unflatten = treedef.unflatten
     return unflatten(directions), SOAPState(
         count=increment(state.count),

@@ -77,10 +77,12 @@ def test_optax_inject_hyperparams_drives_the_step(name, fmt):
   assert _max_relative(fixed, ours) > 1e-2 * moved, "the schedule changed nothing"
 
 
-def _composite(name, fmt):
-  """Every optax wrapper around the optimizer at once, in one transformation."""
+def _composite(name, fmt, **options):
+  """Every optax wrapper around the optimizer at once, in one transformation (`options`: more
+  arguments of the optimizer, e.g. the Kronecker ones' preconditioner_storage)."""
   info = registry.get(name)
   storage = {"state_storage": fmt} if h.supports_storage(name) else {}
+  storage.update(options)
   make = lambda: h.make(name, **storage)
   scheduled = h.lr_is_schedulable(name)
   injected = optax.inject_hyperparams(info.make)(

@@ -46,11 +46,14 @@ STORED_IN_FORMAT = {"bfloat16": "bf16", "8bit": "u8", "4bit": "u8"}
 _QUANTIZED_TRUST = ("the params are read for the per-leaf norm and again by the update that "
                     "overwrites them; with a stored momentum XLA recomputes the update from the "
                     "old stored value after the norm. Not yet fixed")
+# With codes stored in the blocked shape (tiles, within a tile per dim), the 8-bit moments that
+# prodigy and dadapt_adamw select before the step (at lr = 0) are encoded in a fusion of their
+# own and copied into the donated codes buffer: 1 byte a parameter.
+_NEW_CODES_APART = ("the new codes are computed apart from the buffer they are written to. Not "
+                    "yet fixed")
 ALLOWED = {
     "adadelta": [("bfloat16", r"^params\[", ("the params update recomputes the new accumulators "
-                  "from the old stored ones. Not yet fixed")),
-                 ("8bit", r"^params\[|^add_convert_fusion", ("as bfloat16, and the new codes are "
-                  "computed apart from the buffer they are written to. Not yet fixed"))],
+                  "from the old stored ones. Not yet fixed"))],
     "adopt": [
         ("*", r"^params\[", ("with L2 decay coupled into the gradient (the default), g + wd p is "
          "read by the nu update and by the momentum update, which divides by v_{t-1} and so must "
@@ -63,8 +66,10 @@ ALLOWED = {
         ("8bit", r"^add_convert_fusion", ("the new nu codes, written after the momentum's "
          "(written_after), are computed apart from their buffer. Not yet fixed")),
     ],
-    "lars": [(fmt, r"^params\[", _QUANTIZED_TRUST) for fmt in ("bfloat16", "8bit", "4bit")],
-    "novograd": [(fmt, r"^params\[", _QUANTIZED_TRUST) for fmt in ("bfloat16", "8bit", "4bit")],
+    "dadapt_adamw": [("8bit", r"^add_convert_fusion", _NEW_CODES_APART)],
+    "lars": [("bfloat16", r"^params\[", _QUANTIZED_TRUST)],
+    "novograd": [("bfloat16", r"^params\[", _QUANTIZED_TRUST)],
+    "prodigy": [("8bit", r"^add_convert_fusion", _NEW_CODES_APART)],
     "rprop": [
         ("*", r"\.prev_signs\[", ("the old signs (int8, 1 byte a parameter) are read by three "
          "writes: the step sizes, the new signs, and the params update outside the transform "
@@ -73,8 +78,8 @@ ALLOWED = {
          "depend on the params update from inside the transform, and a dependence on the "
          "direction is fused back into it the same way")),
     ],
-    "shampoo": [(fmt, r"^params\[", ("the grafted update reads the params after the stored "
-                 "momentum's write. Not yet fixed")) for fmt in ("bfloat16", "8bit", "4bit")],
+    "shampoo": [("bfloat16", r"^params\[", ("the grafted update reads the params after the stored "
+                 "momentum's write. Not yet fixed"))],
 }
 
 # Params-sized float32 buffers the float32 step writes and reads back, on the matrix leaf, as
