@@ -62,6 +62,8 @@ PASSES: dict[str, Passes] = {
     "adam": ELEMENTWISE,
     "adam_mini": Passes("each block's mean of g^2 must be complete before the block is scaled "
                         "(1 extra read of g)", grads=1),
+    "adam_mini_4bit": Passes("as adam_mini; each 4-bit block's absmax is a reduction over a "
+                             "block that fits in cache, so no extra pass over memory", grads=1),
     "adamax": ELEMENTWISE,
     "adamaxw": ELEMENTWISE,
     "adams": ELEMENTWISE,
