@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import jax
 import optax
 
 from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, structural
-from optimkit.state.storage import StorageLike
-from optimkit.transforms.moments import scale_by_adam, scale_by_momentum
-from optimkit.transforms.trust_ratio import StackDims, scale_by_lars, scale_by_trust_ratio
+from optimkit.state.storage import StorageLike, resolve
+from optimkit.transforms._util import option_tree
+from optimkit.transforms.moments import adam_direction, scale_by_adam, scale_by_momentum
+from optimkit.transforms.trust_ratio import (
+  StackDims,
+  leaf_scalars,
+  scale_by_lars,
+  trust_ratio_chain,
+)
 
 
 @optimizer(family="trust_ratio", typical_lr=3e-3, optax="lamb",
@@ -50,11 +57,32 @@ def lamb(
 
   Equals optax.lamb (per leaf; with `stack_dims`, equals it on the unstacked model).
   """
-  return optax.chain(
-      scale_by_adam(b1, b2, eps, eps_root, state_storage=state_storage),
-      optax.add_decayed_weights(weight_decay, mask),
-      scale_by_trust_ratio(stack_dims=stack_dims, mask=trust_ratio_mask),
-      optax.scale_by_learning_rate(learning_rate))
+  store = resolve(state_storage)
+
+  def again(grads, state, params):
+    # Adam's ratio plus the decay, from the moments just written (see trust_ratio_chain).
+    adam_state = state[0]
+
+    def leaf(g, mu, nu, w, decay):
+      # The hyperparameters made the leaf's own, so that no broadcast of one is shared by the
+      # norms of several same-shaped leaves (trust_ratio_chain).
+      count, b1_, b2_, eps_, eps_root_, decay_rate = leaf_scalars(
+          g, adam_state.count, b1, b2, eps, eps_root, weight_decay)
+      u = adam_direction(g, store.read_leaf(mu, g, signed=True),
+                         store.read_leaf(nu, g, signed=False), count, b1_, b2_, eps_, eps_root_)
+      return u + decay_rate * w if decay else u
+
+    return jax.tree.map(leaf, grads, adam_state.mu, adam_state.nu, params,
+                        option_tree(mask, params, True))
+
+  # optax.chain(scale_by_adam, add_decayed_weights, scale_by_trust_ratio, learning rate), state
+  # and all; the norms read the new moments instead of a stored update (trust_ratio_chain).
+  return trust_ratio_chain(
+      [scale_by_adam(b1, b2, eps, eps_root, state_storage=state_storage),
+       optax.add_decayed_weights(weight_decay, mask)],
+      [optax.scale_by_learning_rate(learning_rate)],
+      again,
+      stack_dims=stack_dims, mask=trust_ratio_mask)
 
 
 @optimizer(family="trust_ratio", typical_lr=1.0, optax="lars",

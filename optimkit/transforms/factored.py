@@ -132,25 +132,41 @@ def scale_by_factored_rms(
     def update_leaf(g, v_row, v_col, v):
       dtype = _stat_dtype(g.dtype)
       g32 = g.astype(dtype)
-      squared = jnp.square(g32) + eps
+      # Each full-size reduction below reads g itself. Written plainly, XLA merges their common
+      # g^2 (and the direction the clipping RMS and the update share) into one value with
+      # several consumers, and writes it out as a params-sized temporary that every consumer
+      # reads back (a new buffer each step). Seen through an optimization barrier, g is a
+      # different value to each reduction, so each fuses its own square into one read of g.
+      g_apart = jax.lax.optimization_barrier(g32)
       dims = dims_of(g)
       if dims is None:
-        v = (beta2 * v + (1.0 - beta2) * squared).astype(dtype)
-        direction = g32 * jax.lax.rsqrt(v)
+        v = (beta2 * v + (1.0 - beta2) * (jnp.square(g32) + eps)).astype(dtype)
+        # v itself (a state output, in memory anyway), not its full-size rsqrt, is what
+        # passes the barrier below.
+        factors: tuple[jax.Array, ...] = (v,)
+        scale = lambda x, factors: x * jax.lax.rsqrt(factors[0])
       else:
         second, largest = dims
-        v_row = (beta2 * v_row + (1.0 - beta2) * jnp.mean(squared, axis=largest)).astype(dtype)
-        v_col = (beta2 * v_col + (1.0 - beta2) * jnp.mean(squared, axis=second)).astype(dtype)
+        # mean(g^2 + eps) as mean(g^2) + eps: equal up to rounding, and the eps is added to
+        # the small statistic rather than to every element before the reduction.
+        row_stat = jnp.mean(jnp.square(g32), axis=largest) + eps
+        col_stat = jnp.mean(jnp.square(g_apart), axis=second) + eps
+        v_row = (beta2 * v_row + (1.0 - beta2) * row_stat).astype(dtype)
+        v_col = (beta2 * v_col + (1.0 - beta2) * col_stat).astype(dtype)
         # In v_row the largest dim is gone, so `second` shifts left if it came after it.
         second_in_row = second if second < largest else second - 1
         row_mean = jnp.mean(v_row, axis=second_in_row, keepdims=True)
-        row_factor = jax.lax.rsqrt(v_row / row_mean)
-        col_factor = jax.lax.rsqrt(v_col)
-        direction = (
-            g32 * jnp.expand_dims(row_factor, largest) * jnp.expand_dims(col_factor, second)
-        )
+        factors = (jax.lax.rsqrt(v_row / row_mean), jax.lax.rsqrt(v_col))
+        scale = lambda x, factors: (x * jnp.expand_dims(factors[0], largest)
+                                    * jnp.expand_dims(factors[1], second))
+      direction = scale(g32, factors)
       if clipping_threshold is not None and direction.size:
-        direction = direction / jnp.maximum(1.0, _rms(direction) / clipping_threshold)
+        # The RMS of the direction recomputed from g in its own reduction (see g_apart), so the
+        # update below is written straight from g instead of from a stored direction. The
+        # factors pass the barrier too: a broadcast of them shared with the update would be
+        # written out at full size.
+        rms = _rms(scale(g_apart, jax.lax.optimization_barrier(factors)))
+        direction = direction / jnp.maximum(1.0, rms / clipping_threshold)
       return direction.astype(g.dtype), v_row, v_col, v
 
     results = jax.tree.map(update_leaf, updates, state.v_row, state.v_col, state.v)

@@ -23,7 +23,7 @@ unstacked model.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -79,23 +79,102 @@ def scale_by_trust_ratio(
       raise ValueError(f"{owner}: the trust ratio needs params in update().")
     stacks = option_tree(stack_dims, params, 0)
 
-    def scale(u, w, stack):
-      if stack > 0 and u.ndim < stack:
-        raise ValueError(
-            f"{owner}: stack_dims={stack} for a leaf of rank {u.ndim}; it must be <= the rank."
-        )
-      w_norm = _norm(w, stack, min_norm)
-      u_norm = _norm(u, stack, min_norm)
-      ratio = trust_coefficient * w_norm / (u_norm + eps)
-      ratio = jnp.where((w_norm == 0.0) | (u_norm == 0.0), 1.0, ratio)
-      return (u * ratio).astype(u.dtype)
-
+    scale = lambda u, w, stack: (u * _ratio(owner, u, w, stack, min_norm, trust_coefficient,
+                                            eps)).astype(u.dtype)
     return jax.tree.map(scale, updates, params, stacks), state
 
   transform = optax.GradientTransformation(init_fn, update_fn)
   if mask is not None:
     return optax.masked(transform, mask)
   return transform
+
+
+def _ratio(owner: str, u: jax.Array, w: jax.Array, stack: int, min_norm: float,
+           trust_coefficient: float, eps: float) -> jax.Array:
+  """trust_coefficient ||w|| / (||u|| + eps) per leaf (per slice of a stack), 1 where a norm
+  is 0; shaped to broadcast against the leaf."""
+  if stack > 0 and u.ndim < stack:
+    raise ValueError(
+        f"{owner}: stack_dims={stack} for a leaf of rank {u.ndim}; it must be <= the rank."
+    )
+  w_norm = _norm(w, stack, min_norm)
+  u_norm = _norm(u, stack, min_norm)
+  ratio = trust_coefficient * w_norm / (u_norm + eps)
+  return jnp.where((w_norm == 0.0) | (u_norm == 0.0), 1.0, ratio)
+
+
+def leaf_scalars(leaf: jax.Array, *scalars: Any) -> tuple[jax.Array, ...]:
+  """`scalars`, unchanged, as values of their own for `leaf`: each depends on the leaf's first
+  element through a test that is never true (|x| < -1 is false, also for NaN; XLA folds
+  |x| < 0, not this). Without it XLA merges the broadcasts of a scalar to a shape several
+  leaves share, and a broadcast read by several reductions is written out at full size. An
+  optimization barrier does not keep them apart: the CPU pipeline removes it before the
+  broadcasts are merged."""
+  never = jnp.abs(leaf.reshape(-1)[0]) < -1 if leaf.size else jnp.asarray(False)
+  return tuple(jnp.where(never, jnp.zeros_like(s), s) for s in map(jnp.asarray, scalars))
+
+
+def trust_ratio_chain(
+    before: Sequence[optax.GradientTransformation],
+    after: Sequence[optax.GradientTransformation],
+    again: Callable[[Any, Any, Any], Any],
+    *,
+    min_norm: float = 0.0,
+    trust_coefficient: float = 1.0,
+    eps: float = 0.0,
+    stack_dims: StackDims = 0,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """`optax.chain(*before, scale_by_trust_ratio(...), *after)`, with the same state and the
+  same updates up to rounding, in fewer passes over memory.
+
+  ||u|| has to be complete before any element of the scaled u is written, so u is read twice:
+  by the norms and by the update. XLA's CPU backend does not duplicate the computation of u
+  (divisions and roots count as expensive) into both readers: it writes u out as a
+  params-sized temporary, a new buffer every step, and reads it back. Here the norms are taken
+  of u computed a second time, by `again(grads, new_state, params)` from the state `before`
+  has just written (LAMB: Adam's ratio from the new moments), with the hyperparameters it
+  reads made each leaf's own (`leaf_scalars`). XLA then sees two values, fuses each
+  computation of u into its one reader, and writes no temporary: the norms re-read the new
+  state and the params straight from their buffers. (With shared scalars the two computations
+  are one value again, and a broadcast of a scalar to a shape several leaves share, the layers
+  of a model, would be computed once for all of their norms, so written out at full size.)
+
+  Args:
+    before: the transforms that compute the update u (LAMB: Adam's ratio, the weight decay).
+    after: the transforms applied to the scaled update (the learning rate).
+    again: (grads, new state of `before` (a tuple), params) -> u, as `before` computed it.
+    min_norm, trust_coefficient, eps, stack_dims, mask: as `scale_by_trust_ratio`.
+  """
+  owner = "trust_ratio_chain"
+  trust = scale_by_trust_ratio(min_norm, trust_coefficient, eps, stack_dims, mask)
+  head, tail = optax.chain(*before), optax.chain(*after)
+  n = len(before)
+
+  def init_fn(params):
+    return optax.chain(*before, trust, *after).init(params)
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(f"{owner}: the trust ratio needs params in update().")
+    grads = updates
+    updates, new_head = head.update(grads, tuple(state[:n]), params)
+    # The same u again, for the norms only (see above).
+    u_again = again(grads, tuple(new_head), params)
+    trusts = option_tree(mask, params, True)
+    stacks = option_tree(stack_dims, params, 0)
+
+    def scale(u, u_for_norm, w, use, stack):
+      if not use:
+        return u
+      ratio = _ratio(owner, u_for_norm, w, stack, min_norm, trust_coefficient, eps)
+      return (u * ratio).astype(u.dtype)
+
+    updates = jax.tree.map(scale, updates, u_again, params, trusts, stacks)
+    updates, new_tail = tail.update(updates, tuple(state[n + 1:]), params)
+    return updates, (*new_head, state[n], *new_tail)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def scale_by_lars(

@@ -88,14 +88,12 @@ ALLOWED = {
 _REDUCTION = "a per-leaf or global reduction (norm, row/column statistics) reads it before use"
 TEMPORARIES = {
     "adadelta": (3, "the new accumulators' roots, read by the update and the accumulator write"),
-    "adafactor": (1, _REDUCTION),
     "came": (3, _REDUCTION),
     "cautious_adamw": (2, "the cautious mask's normaliser is a reduction over the mask"),
     "cautious_lion": (1, "the cautious mask's normaliser is a reduction over the mask"),
     "dadapt_adamw": (1, _REDUCTION),
     "galore_adamw": (3, "the projection and back-projection are matrix products"),
     "kron": (3, "preconditioning is matrix products"),
-    "lamb": (1, _REDUCTION),
     "mars": (1, "the corrected gradient's norm clips it before the moments read it"),
     "muon": (11, "Newton-Schulz iterations are matrix products"),
     "ranger": (2, "Lookahead's slow weights read the fast update"),
