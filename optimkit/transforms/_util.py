@@ -25,13 +25,26 @@ def map_like(fn: Callable[..., jax.Array], reference: Any, *trees: Any) -> Any:
   Hyperparameters live in the state as (possibly float64) arrays; multiplying a bfloat16
   gradient by one promotes it. Casting back keeps updates in the dtype of what they update.
   """
-  return jax.tree.map(lambda ref, *xs: fn(ref, *xs).astype(ref.dtype), reference, *trees)
+  return jax.tree.map(leafwise(lambda ref, *xs: fn(ref, *xs).astype(ref.dtype)), reference,
+                      *trees)
+
+
+def leafwise(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn`, traced once per leaf signature instead of once per leaf.
+
+  Each jax.numpy operation is itself a small jitted function, so writing a leaf's arithmetic
+  with them costs a jit dispatch per operation per leaf at trace time: on a few thousand leaves
+  that is most of the step's trace time. Jitted with `inline=True`, the leaf function is traced
+  for the first leaf of each shape and dtype, and its equations are copied into the step for
+  the others: the same program (no call boundary reaches XLA), traced several times faster.
+  """
+  return jax.jit(fn, inline=True)
 
 
 def ema(decay: Any, new: Any, old: Any) -> Any:
   """decay * old + (1 - decay) * new, leaf by leaf, in the dtype of `old` or wider."""
   complement = 1.0 - decay  # once, not per leaf: thousands of leaves, thousands of scalar ops
-  return jax.tree.map(lambda n, o: decay * o + complement * n, new, old)
+  return jax.tree.map(leafwise(lambda n, o: decay * o + complement * n), new, old)
 
 
 # Below this decay, recovering an EMA's previous value from its new one loses precision (the error
