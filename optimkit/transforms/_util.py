@@ -25,8 +25,7 @@ def map_like(fn: Callable[..., jax.Array], reference: Any, *trees: Any) -> Any:
   Hyperparameters live in the state as (possibly float64) arrays; multiplying a bfloat16
   gradient by one promotes it. Casting back keeps updates in the dtype of what they update.
   """
-  return jax.tree.map(leafwise(lambda ref, *xs: fn(ref, *xs).astype(ref.dtype)), reference,
-                      *trees)
+  return jax.tree.map(lambda ref, *xs: fn(ref, *xs).astype(ref.dtype), reference, *trees)
 
 
 def leafwise(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,8 +36,17 @@ def leafwise(fn: Callable[..., Any]) -> Callable[..., Any]:
   that is most of the step's trace time. Jitted with `inline=True`, the leaf function is traced
   for the first leaf of each shape and dtype, and its equations are copied into the step for
   the others: the same program (no call boundary reaches XLA), traced several times faster.
+  Only for arithmetic on the leaves (no Python branching on their values), and only under a
+  trace: called eagerly, `fn` runs as it is (a fresh jit each step would compile each step).
   """
-  return jax.jit(fn, inline=True)
+  jitted = jax.jit(fn, inline=True)
+
+  def call(*leaves: Any) -> Any:
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+      return jitted(*leaves)
+    return fn(*leaves)
+
+  return call
 
 
 def ema(decay: Any, new: Any, old: Any) -> Any:
@@ -71,7 +79,7 @@ def previous_ema(decay: Any, new: Any, sample: Any) -> Any:
   """
   complement = 1.0 - decay
   inverse = 1.0 / decay
-  return jax.tree.map(lambda n, s: (n - complement * s) * inverse, new, sample)
+  return jax.tree.map(leafwise(lambda n, s: (n - complement * s) * inverse), new, sample)
 
 
 def written_after(value: Any, *stored: Any) -> Any:
