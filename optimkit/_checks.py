@@ -115,6 +115,15 @@ def _leaf_description(leaf: Any) -> str:
 def first_mismatch(given: Any, expected: Any, given_name: str = "gradient",
                    expected_name: str = "parameter") -> str | None:
   """Describes the first path where the two trees differ in structure or leaf shape."""
+  # The common case, matching trees, is decided on the plain flattening: paths cost a Python
+  # object per leaf, which on thousands of leaves is a visible share of the step's trace time.
+  leaves, treedef = jax.tree.flatten(given)
+  wanted_leaves, wanted_def = jax.tree.flatten(expected)
+  if treedef == wanted_def and all(  # type: ignore[operator]
+      getattr(leaf, "shape", None) == getattr(wanted, "shape", None)
+      or not (hasattr(leaf, "shape") and hasattr(wanted, "shape"))
+      for leaf, wanted in zip(leaves, wanted_leaves)):
+    return None
   given_leaves, given_def = jax.tree_util.tree_flatten_with_path(given)
   expected_leaves, expected_def = jax.tree_util.tree_flatten_with_path(expected)
   if given_def == expected_def:  # type: ignore[operator]  # PyTreeDef's stub lacks __eq__

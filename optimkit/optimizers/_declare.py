@@ -321,13 +321,35 @@ def storage_of(owner: str, name: str, dtype: Any, state_storage: storage.Storage
 
 
 def _upcast(tree: Any) -> Any:
-  """float16 / bfloat16 leaves as float32; wider and non-float leaves unchanged."""
-  def leaf(x):
-    dtype = getattr(x, "dtype", None)
-    if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
-      return x.astype(jnp.float32)
-    return x
-  return jax.tree.map(leaf, tree)
+  """float16 / bfloat16 leaves as float32; wider and non-float leaves unchanged (the tree itself
+  when nothing needs casting, so a float32 step traces no per-leaf work here)."""
+  leaves, treedef = jax.tree.flatten(tree)
+  narrow = [_is_narrow_float(getattr(leaf, "dtype", None)) for leaf in leaves]
+  if not any(narrow):
+    return tree
+  return treedef.unflatten([leaf.astype(jnp.float32) if cast else leaf
+                            for leaf, cast in zip(leaves, narrow)])
+
+
+def _like(new_updates: Any, updates: Any) -> Any:
+  """`new_updates` in the dtypes of `updates` (a cast only where they differ)."""
+  new_leaves, treedef = jax.tree.flatten(new_updates)
+  old_leaves = treedef.flatten_up_to(updates)
+  return treedef.unflatten([new if new.dtype == old.dtype else new.astype(old.dtype)
+                            for new, old in zip(new_leaves, old_leaves)])
+
+
+@functools.lru_cache(maxsize=None)
+def _is_narrow_float(dtype: Any) -> bool:
+  """A floating dtype under 32 bits (decided once per dtype, not once per leaf)."""
+  return dtype is not None and jnp.issubdtype(dtype, jnp.floating) and \
+      jnp.finfo(dtype).bits < 32
+
+
+def _abstract(leaf: Any) -> jax.ShapeDtypeStruct:
+  """A state leaf as `jax.eval_shape` would give it (only its shape is checked)."""
+  dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf)
+  return jax.ShapeDtypeStruct(np.shape(leaf), dtype)
 
 
 def _buffer_key(leaf: Any) -> Any:
@@ -363,15 +385,25 @@ def fresh_buffers(state: Any, params: Any, caller_arrays: Any = ()) -> Any:
 def _checked(owner: str, transform: optax.GradientTransformation, caller_arrays: Any = ()
              ) -> optax.GradientTransformationExtraArgs:
   transform = optax.with_extra_args_support(transform)
-  expected_states: dict = {}  # the abstract init state, by parameter signature
+  # The abstract init state, by parameter signature: what `update`'s state is checked against.
+  # `init` records it as it runs (eagerly or under `jax.eval_shape`), so the check in a traced
+  # `update` costs a flatten; only a state this transformation did not make (restored from a
+  # checkpoint, or made by another instance) pays an abstract `init` to find it.
+  expected_states: dict = {}
+
+  def signature(like):
+    leaves, treedef = jax.tree.flatten(like)
+    return treedef, tuple((getattr(leaf, "shape", ()), getattr(leaf, "dtype", None))
+                          for leaf in leaves)
 
   def init_fn(params):
     _checks.check_float_params(owner, params)
-    return fresh_buffers(transform.init(params), params, caller_arrays)
+    state = transform.init(params)
+    expected_states.setdefault(signature(params), jax.tree.map(_abstract, state))
+    return fresh_buffers(state, params, caller_arrays)
 
   def expected_state(like):
-    leaves, treedef = jax.tree.flatten(like)
-    key = (treedef, tuple((tuple(leaf.shape), jnp.dtype(leaf.dtype)) for leaf in leaves))
+    key = signature(like)
     if key not in expected_states:
       expected_states[key] = jax.eval_shape(transform.init, like)
     return expected_states[key]
@@ -381,7 +413,6 @@ def _checked(owner: str, transform: optax.GradientTransformation, caller_arrays:
     _checks.check_state_matches(owner, state,
                                 expected_state(params if params is not None else updates))
     new_updates, state = transform.update(_upcast(updates), state, _upcast(params), **extra_args)
-    new_updates = jax.tree.map(lambda new, old: new.astype(old.dtype), new_updates, updates)
-    return new_updates, state
+    return _like(new_updates, updates), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -28,10 +28,31 @@ def map_like(fn: Callable[..., jax.Array], reference: Any, *trees: Any) -> Any:
   return jax.tree.map(lambda ref, *xs: fn(ref, *xs).astype(ref.dtype), reference, *trees)
 
 
+def leafwise(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """`fn`, traced once per leaf signature instead of once per leaf.
+
+  Each jax.numpy operation is itself a small jitted function, so writing a leaf's arithmetic
+  with them costs a jit dispatch per operation per leaf at trace time: on a few thousand leaves
+  that is most of the step's trace time. Jitted with `inline=True`, the leaf function is traced
+  for the first leaf of each shape and dtype, and its equations are copied into the step for
+  the others: the same program (no call boundary reaches XLA), traced several times faster.
+  Only for arithmetic on the leaves (no Python branching on their values), and only under a
+  trace: called eagerly, `fn` runs as it is (a fresh jit each step would compile each step).
+  """
+  jitted = jax.jit(fn, inline=True)
+
+  def call(*leaves: Any) -> Any:
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+      return jitted(*leaves)
+    return fn(*leaves)
+
+  return call
+
+
 def ema(decay: Any, new: Any, old: Any) -> Any:
   """decay * old + (1 - decay) * new, leaf by leaf, in the dtype of `old` or wider."""
   complement = 1.0 - decay  # once, not per leaf: thousands of leaves, thousands of scalar ops
-  return jax.tree.map(lambda n, o: decay * o + complement * n, new, old)
+  return jax.tree.map(leafwise(lambda n, o: decay * o + complement * n), new, old)
 
 
 # Below this decay, recovering an EMA's previous value from its new one loses precision (the error
@@ -58,7 +79,7 @@ def previous_ema(decay: Any, new: Any, sample: Any) -> Any:
   """
   complement = 1.0 - decay
   inverse = 1.0 / decay
-  return jax.tree.map(lambda n, s: (n - complement * s) * inverse, new, sample)
+  return jax.tree.map(leafwise(lambda n, s: (n - complement * s) * inverse), new, sample)
 
 
 def written_after(value: Any, *stored: Any) -> Any:

@@ -21,7 +21,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StateStorage, StorageLike, compute_dtype, resolve
-from optimkit.transforms._util import bias_correction, ema, increment, map_like
+from optimkit.transforms._util import bias_correction, ema, increment, leafwise, map_like
 from optimkit.transforms._util import (
     bias_correction as debias,  # scale_by_rms has an argument named bias_correction
 )
@@ -145,9 +145,9 @@ def adam_direction(updates: Any, mu: Any, nu: Any, count: jax.Array, b1: Any, b2
   """m_hat / (sqrt(v_hat + eps_root) + eps) from the moments after step `count`."""
   correction1 = bias_correction(b1, count)
   correction2 = bias_correction(b2, count)
-  return map_like(
-      lambda g, m, v: (m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps),
-      updates, mu, nu)
+  return jax.tree.map(leafwise(
+      lambda g, m, v: ((m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps)
+                       ).astype(g.dtype)), updates, mu, nu)
 
 
 def scale_by_adam(
