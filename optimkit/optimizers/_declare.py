@@ -327,16 +327,17 @@ def _upcast(tree: Any) -> Any:
   narrow = [_is_narrow_float(getattr(leaf, "dtype", None)) for leaf in leaves]
   if not any(narrow):
     return tree
-  return treedef.unflatten([leaf.astype(jnp.float32) if cast else leaf
-                            for leaf, cast in zip(leaves, narrow)])
+  return jax.tree.unflatten(treedef, [leaf.astype(jnp.float32) if cast else leaf
+                                      for leaf, cast in zip(leaves, narrow)])
 
 
 def _like(new_updates: Any, updates: Any) -> Any:
   """`new_updates` in the dtypes of `updates` (a cast only where they differ)."""
   new_leaves, treedef = jax.tree.flatten(new_updates)
-  old_leaves = treedef.flatten_up_to(updates)
-  return treedef.unflatten([new if new.dtype == old.dtype else new.astype(old.dtype)
-                            for new, old in zip(new_leaves, old_leaves)])
+  # jaxlib's PyTreeDef stub lacks flatten_up_to (the method exists at run time).
+  old_leaves = treedef.flatten_up_to(updates)  # type: ignore[attr-defined]
+  return jax.tree.unflatten(treedef, [new if new.dtype == old.dtype else new.astype(old.dtype)
+                                      for new, old in zip(new_leaves, old_leaves)])
 
 
 @functools.lru_cache(maxsize=None)

@@ -401,7 +401,9 @@ def test_muon_state_is_one_moment_for_the_matrices():
   params = {"layer": {"kernel": jax.ShapeDtypeStruct((512, 1024), jnp.float32)}}
   assert memory.state_bytes_per_param(optimkit.muon(), params) == pytest.approx(4.0, abs=1e-3)
   eight = memory.state_bytes_per_param(optimkit.muon(state_storage="8bit"), params)
-  assert 1.0 <= eight <= 1.02, eight  # codes + one float32 scale per 256-block
+  # Codes, and one float32 scale per tile; tiles of this shape hold 128 entries (each dim keeps
+  # 2^3 for an 8-way split, optimkit.state.quantized), so scales add 4/128 bytes a parameter.
+  assert 1.0 <= eight <= 1.035, eight
 
 
 def test_muon_labels_and_masks_route_leaves():
