@@ -243,7 +243,8 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 DEFAULT_MEMORY_OPTIMIZERS = (
-    "adamw,adamw:bfloat16,adamw:8bit,adamw:4bit,lion,lion:8bit,adafactor,sgd,adam_mini,adams,"
+    "adamw,adamw:bfloat16,adamw:8bit,adamw:4bit,lion,lion:8bit,adafactor,sgd,adam_mini,"
+    "adam_mini:4bit,adams,"
     "sophia,schedule_free_adamw,adan,muon,muon:8bit,shampoo,shampoo:8bit,shampoo::bfloat16,"
     "shampoo:8bit:8bit,soap,soap:8bit,soap::bfloat16,soap:8bit:8bit,kron,kron:8bit,"
     "kron::bfloat16,kron:8bit:8bit")
