@@ -394,18 +394,9 @@ def scale_by_shampoo(
                          for s, i in zip(old, lay.matrix_dims)))
       return new
 
-    # In a reduced format the step goes on with the matrices as computed, and the stored ones
-    # are written only when they change (a refresh period skips the rounding too).
-    if factor_store.lossless:
-      statistics = stored_statistics = _every(statistics_compute_steps, step, updated_statistics,
-                                              statistics)
-    else:
-      def updated_and_stored():
-        new = updated_statistics()
-        return kr.write_factors(factor_store, new, stored_statistics, accumulated=True), new
-
-      stored_statistics, statistics = _every(statistics_compute_steps, step, updated_and_stored,
-                                             (stored_statistics, statistics))
+    stored_statistics, statistics = _every_stored(
+        statistics_compute_steps, step, updated_statistics, statistics, factor_store,
+        stored_statistics, accumulated=True)
 
     def refreshed_roots():
       # Batch every factor of the same size and exponent, across leaves, into one stack.
@@ -430,15 +421,8 @@ def scale_by_shampoo(
           new[k][j] = out
       return [tuple(r) for r in new]
 
-    if factor_store.lossless:
-      roots = stored_roots = _every(preconditioning_compute_steps, step, refreshed_roots, roots)
-    else:
-      def refreshed_and_stored():
-        new = refreshed_roots()
-        return kr.write_factors(factor_store, new, stored_roots, accumulated=False), new
-
-      stored_roots, roots = _every(preconditioning_compute_steps, step, refreshed_and_stored,
-                                   (stored_roots, roots))
+    stored_roots, roots = _every_stored(preconditioning_compute_steps, step, refreshed_roots,
+                                        roots, factor_store, stored_roots, accumulated=False)
 
     # Grafting and the preconditioned direction, leaf by leaf.
     old_nu = (treedef.flatten_up_to(store.read(state.graft_nu, updates, signed=False))
@@ -506,6 +490,22 @@ def _every(period: Any, step: jax.Array, compute: Callable[[], Any], current: An
   if isinstance(period, (int, np.integer)) and not isinstance(period, bool) and period == 1:
     return compute()
   return jax.lax.cond(step % period == 0, compute, lambda: current)
+
+
+def _every_stored(period: Any, step: jax.Array, compute: Callable[[], Any], current: Any,
+                  store: Any, stored: Any, accumulated: bool) -> tuple[Any, Any]:
+  """`_every` for matrices also kept in `store`'s format: (stored, current). In a reduced format
+  the step goes on with the matrices as computed, and the stored ones are written only when
+  they change (a refresh period skips the rounding too); in float32 both are the same value."""
+  if store.lossless:
+    value = _every(period, step, compute, current)
+    return value, value
+
+  def computed_and_stored():
+    new = compute()
+    return kr.write_factors(store, new, stored, accumulated), new
+
+  return _every(period, step, computed_and_stored, (stored, current))
 
 
 def _graft(graft: str, g: jax.Array, nu: Any, keep: Any, add: Any, eps: Any, beta2: Any,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import option_tree
+from optimkit.transforms._util import option_tree, written_after
 
 StackDims = Union[int, Any, Callable[[Any], Any]]
 
@@ -105,13 +105,11 @@ def _ratio(owner: str, u: jax.Array, w: jax.Array, stack: int, min_norm: float,
 
 def leaf_scalars(leaf: jax.Array, *scalars: Any) -> tuple[jax.Array, ...]:
   """`scalars`, unchanged, as values of their own for `leaf`: each depends on the leaf's first
-  element through a test that is never true (|x| < -1 is false, also for NaN; XLA folds
-  |x| < 0, not this). Without it XLA merges the broadcasts of a scalar to a shape several
-  leaves share, and a broadcast read by several reductions is written out at full size. An
-  optimization barrier does not keep them apart: the CPU pipeline removes it before the
-  broadcasts are merged."""
-  never = jnp.abs(leaf.reshape(-1)[0]) < -1 if leaf.size else jnp.asarray(False)
-  return tuple(jnp.where(never, jnp.zeros_like(s), s) for s in map(jnp.asarray, scalars))
+  element through `written_after`'s never-true test. Without it XLA merges the broadcasts of a
+  scalar to a shape several leaves share, and a broadcast read by several reductions is written
+  out at full size. An optimization barrier does not keep them apart: the CPU pipeline removes
+  it before the broadcasts are merged."""
+  return tuple(written_after(s, leaf) for s in map(jnp.asarray, scalars))
 
 
 def trust_ratio_chain(
