@@ -25,7 +25,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import ema, map_like
+from optimkit.transforms._util import ema, leafwise, map_like
 
 
 class AdadeltaState(NamedTuple):
@@ -68,10 +68,22 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6, *,
     del params
     e_g = ema(rho, jax.tree.map(lambda g: g * g, updates),
               store.read(state.e_g, updates, signed=False))
-    old_e_x = store.read(state.e_x, updates, signed=False)
-    step = jax.tree.map(lambda g, eg, ex: jnp.sqrt(ex + eps) / jnp.sqrt(eg + eps) * g,
-                        updates, e_g, old_e_x)
-    e_x = ema(rho, jax.tree.map(lambda d: d * d, step), old_e_x)
+    e_x = store.read(state.e_x, updates, signed=False)
+    # E[dx^2]_t = rho E[dx^2]_{t-1} + (1 - rho) (E[dx^2]_{t-1} + eps) g^2 / (E[g^2]_t + eps),
+    # i.e. d_t^2 written without its root.
+    e_x = jax.tree.map(leafwise(lambda g, eg, ex: rho * ex + (1.0 - rho) * (ex + eps) * (g * g)
+                                / (eg + eps)), updates, e_g, e_x)
+    # d_t from the new E[dx^2] (exact algebra: E[dx^2]_{t-1} + eps = (E[dx^2]_t + rho eps) /
+    # (rho + (1 - rho) g^2 / (E[g^2]_t + eps)), a sum of non-negative terms, no cancellation).
+    # Read from the old one, the update and the accumulator write are two readers of the old
+    # buffer and XLA copies it every step; the roots of the direct form were written out as
+    # temporaries. A zero denominator (rho = 0 and g = 0) is a zero step, where the direct
+    # form gives 0/0.
+    def step_of(g, eg, ex):
+      denominator = rho * (eg + eps) + (1.0 - rho) * (g * g)
+      safe = jnp.where(denominator > 0, denominator, 1.0)
+      return jnp.where(denominator > 0, jnp.sqrt((ex + rho * eps) / safe) * g, 0.0)
+    step = jax.tree.map(leafwise(step_of), updates, e_g, e_x)
     return map_like(lambda g, d: d, updates, step), AdadeltaState(
         e_g=store.write(e_g, updates, state.e_g, signed=False),
         e_x=store.write(e_x, updates, state.e_x, signed=False))

@@ -87,7 +87,9 @@ ALLOWED = {
 # that writes fewer fails too, so that the record is lowered.
 _REDUCTION = "a per-leaf or global reduction (norm, row/column statistics) reads it before use"
 TEMPORARIES = {
-    "adadelta": (3, "the new accumulators' roots, read by the update and the accumulator write"),
+    "adadelta": (1, ("g + wd p (the L2 decay coupled into the gradient, a hyperparameter operand "
+                 "that may be zero) reads two params-sized arrays and feeds three writes: XLA "
+                 "writes it out rather than read both arrays three times")),
     "came": (3, _REDUCTION),
     "cautious_adamw": (2, "the cautious mask's normaliser is a reduction over the mask"),
     "cautious_lion": (1, "the cautious mask's normaliser is a reduction over the mask"),
