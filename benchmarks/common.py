@@ -142,3 +142,27 @@ def rerun_on_eight_devices(script: str, arguments: list[str]) -> None:
   if result.returncode:
     print(result.stderr[-4000:], file=sys.stderr)
     sys.exit(result.returncode)
+
+
+# glibc settings under which freed memory stays in the process heap: XLA's CPU runtime allocates
+# a step's temporaries (and copies) afresh each step, and by default glibc maps every block above
+# 128 KiB (adaptively up to 32 MiB) with mmap and unmaps it when freed, so each params-sized
+# temporary is page-faulted and zero-filled by the kernel on every step: on this machine that,
+# not the bytes the step moves, is most of the time of a step with temporaries. XLA's GPU and
+# TPU allocators pool device memory, so the pooled heap is the CPU measurement that predicts
+# them; jemalloc or tcmalloc (LD_PRELOAD) have the same effect.
+POOLED_HEAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "2147483647", "MALLOC_TRIM_THRESHOLD_": "4294967295",
+                   "MALLOC_TOP_PAD_": "536870912"}
+
+
+def pooled_heap() -> bool:
+  """Whether this process runs with `POOLED_HEAP_ENV` (glibc reads it at start only)."""
+  return all(os.environ.get(k) == v for k, v in POOLED_HEAP_ENV.items())
+
+
+def rerun_with_pooled_heap(script: str, arguments: list[str]) -> None:
+  """Runs `script` again in a fresh process with `POOLED_HEAP_ENV`, printing its output; exits
+  with its code when it fails."""
+  env = dict(os.environ, **POOLED_HEAP_ENV)
+  result = subprocess.run([sys.executable, os.path.abspath(script), *arguments], env=env)
+  sys.exit(result.returncode)

@@ -2,7 +2,7 @@
 against two memory-traffic bounds, all measured in one run.
 
     python benchmarks/step_time.py [--params 25e6] [--repeats 10] [--rounds 3]
-                                   [--optimizers adamw,lion]
+                                   [--optimizers adamw,lion] [--heap pooled]
 
 For each optimizer: optimkit's median step time (params and state donated, as in a training
 step) and, where optax has the algorithm (`registry` `optax`, built with `optax_mode`), optax's
@@ -18,6 +18,12 @@ an in-place `a <- a + s * b` over params-shaped float32 arrays (2 reads, 1 write
 this CPU before every optimizer; the table uses the run's median and prints its spread. Steps
 of optimkit and optax alternate in `--rounds` blocks of `--repeats` steps; times are the median
 over all steps, the spread the range of the per-round medians.
+
+`--heap pooled` reruns the measurement in a process whose glibc keeps freed memory
+(`benchmarks.common.POOLED_HEAP_ENV`): with glibc's default every params-sized temporary or
+copy a step makes is mapped, page-faulted and unmapped again each step, which on CPU costs
+more than the traffic the bounds count, and which XLA's GPU/TPU allocators (pools) do not pay.
+optax is measured under the same heap in the same run.
 """
 
 from __future__ import annotations
@@ -36,7 +42,14 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from benchmarks.bounds import PASSES  # noqa: E402
-from benchmarks.common import concrete_tree, describe, machine, time_in_place  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    concrete_tree,
+    describe,
+    machine,
+    pooled_heap,
+    rerun_with_pooled_heap,
+    time_in_place,
+)
 from optimkit import registry  # noqa: E402
 from optimkit.memory import param_count, state_bytes  # noqa: E402
 
@@ -130,7 +143,11 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--optimizers", default=",".join(registry.names()))
+  parser.add_argument("--heap", choices=("default", "pooled"), default="default",
+                      help="pooled: glibc keeps freed memory (as GPU/TPU allocators pool)")
   args = parser.parse_args()
+  if args.heap == "pooled" and not pooled_heap():
+    rerun_with_pooled_heap(__file__, sys.argv[1:])
   params = concrete_tree(args.params)
   grads = jax.tree.map(lambda p: 0.01 * jnp.sign(p) + p, params)
   grad_bytes = param_bytes = _tree_bytes(params)
@@ -155,7 +172,8 @@ def main() -> None:
           file=sys.stderr, flush=True)
   bandwidth = statistics.median(bandwidths)
   n = param_count(params)
-  print(f"# step time: {describe(params)}; {machine()}")
+  heap = "pooled heap (POOLED_HEAP_ENV)" if pooled_heap() else "glibc's default heap"
+  print(f"# step time: {describe(params)}; {machine()}; {heap}")
   print(f"# streaming bandwidth (in-place a + s*b, CPU): median {bandwidth / 1e9:.1f} GB/s, "
         f"range {min(bandwidths) / 1e9:.1f}-{max(bandwidths) / 1e9:.1f} over "
         f"{len(bandwidths)} measurements; {args.rounds} rounds x {args.repeats} steps")
