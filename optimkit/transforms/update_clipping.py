@@ -23,6 +23,7 @@ from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
 from optimkit.transforms._util import bias_correction, map_like, option_tree
 from optimkit.transforms.moments import init_adam_state, next_adam_moments, store_adam_state
+from optimkit.transforms.trust_ratio import leaf_scalars
 
 
 def scale_by_stable_adam(
@@ -62,7 +63,14 @@ def scale_by_stable_adam(
 
     def step(g, m, v, w, decay):
       v_hat = v / c2
-      rms = jnp.sqrt(jnp.mean(g * g / jnp.maximum(v_hat, eps * eps))) if g.size else 1.0
+      rms = 1.0
+      if g.size:
+        # g^2 / max(v_hat, eps^2) as (g * c2) g / max(v, eps^2 c2), with the leaf's own copy of
+        # c2: written the direct way, g^2 (shared with v's update) and v_hat (shared with the
+        # direction) each have two readers, and XLA writes both out as params-sized
+        # temporaries (on CPU each is also page-faulted in every step).
+        (own_c2,) = leaf_scalars(g, c2)
+        rms = jnp.sqrt(jnp.mean((g * own_c2) * g / jnp.maximum(v, (eps * eps) * own_c2)))
       direction = (m / c1) / (jnp.sqrt(v_hat) + eps)
       if decay:
         direction = direction + weight_decay * w

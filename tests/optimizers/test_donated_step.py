@@ -102,7 +102,6 @@ TEMPORARIES = {
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
     "soap": (8, "the rotations into and out of the eigenbasis are matrix products"),
-    "stable_adamw": (2, _REDUCTION),
 }
 
 
