@@ -1,7 +1,7 @@
 """Shampoo, SOAP and PSGD Kron: the whole training step of the compare job's reference task,
 with and without a preconditioner refresh, against AdamW's, measured in one run.
 
-    python benchmarks/kronecker_training_step.py [--repeats 15] [--period 10]
+    python benchmarks/kronecker_training_step.py [--repeats 15] [--period 10] [--kron-cache]
 
 `benchmarks/kronecker.py` times the optimizer's step alone on a parameter tree; this script
 times what a user waits for: forward, backward and optimizer update of the reference task's
@@ -46,10 +46,13 @@ from optimkit.comparison.task import TaskConfig, _cross_entropy  # noqa: E402
 WARM_STEPS = 12  # past Shampoo's start_preconditioning_step (5) and SOAP's first basis
 
 
-def overrides(name: str, period: int) -> dict:
+def overrides(name: str, period: int, kron_cache: bool) -> dict:
+  kron = {"preconditioner_update_probability": 1.0 / period, "seed": 0}
+  if kron_cache:
+    kron["cache_preconditioner"] = True
   return {"shampoo": {"preconditioning_compute_steps": period},
           "soap": {"precondition_frequency": period},
-          "kron": {"preconditioner_update_probability": 1.0 / period, "seed": 0},
+          "kron": kron,
           }.get(name, {})
 
 
@@ -58,6 +61,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--period", type=int, default=10)
   parser.add_argument("--optimizers", default="shampoo,soap,kron")
+  parser.add_argument("--kron-cache", action="store_true",
+                      help="Kron with cache_preconditioner=True (P_i = Q_i^T Q_i kept)")
   args = parser.parse_args()
 
   config = TaskConfig()
@@ -94,7 +99,7 @@ def main() -> None:
   entries["adamw"] = (executable, p, state, seconds)
   for name in args.optimizers.split(","):
     recipe = recipe_for(name)
-    tx = recipe.build(recipe.learning_rate, config.steps, **overrides(name, args.period))
+    tx = recipe.build(recipe.learning_rate, config.steps, **overrides(name, args.period, args.kron_cache))
     executable, state, seconds = compiled_step(tx)
     p, state = run(executable, params, state, 0, WARM_STEPS)
     if name == "kron":
