@@ -14,9 +14,12 @@
    kernels' first axis over 8) and 2 x 4 meshes: per device, the eigendecompositions / QRs the
    compiled refresh runs (read off the partitioned HLO: LAPACK custom calls are opaque to XLA's
    cost analysis on CPU, so their FLOPs are counted from their per-device operand shapes,
-   ~9 b^3 per eigh with vectors, ~(4/3 + 4/3) b^3 per QR) against the single-device total / 8,
-   and the whole step's per-device FLOPs (XLA's cost analysis of the partitioned executable)
-   against one device's / 8.
+   ~9 b^3 per eigh with vectors, ~(4/3 + 4/3) b^3 per QR, times the trip count of the loop that
+   runs them: on CPU `map_matrices` calls LAPACK one matrix at a time) against the
+   single-device total / 8, and the whole step's per-device FLOPs (XLA's cost analysis of the
+   partitioned executable, which counts every branch of the refresh's conditional) against
+   one device's / 8. SOAP runs unblocked (its default, the reference's) and with `block_size`
+   256 and 128 (`--mesh-only` picks rows).
 """
 
 from __future__ import annotations
