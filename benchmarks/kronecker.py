@@ -14,9 +14,12 @@
    kernels' first axis over 8) and 2 x 4 meshes: per device, the eigendecompositions / QRs the
    compiled refresh runs (read off the partitioned HLO: LAPACK custom calls are opaque to XLA's
    cost analysis on CPU, so their FLOPs are counted from their per-device operand shapes,
-   ~9 b^3 per eigh with vectors, ~(4/3 + 4/3) b^3 per QR) against the single-device total / 8,
-   and the whole step's per-device FLOPs (XLA's cost analysis of the partitioned executable)
-   against one device's / 8.
+   ~9 b^3 per eigh with vectors, ~(4/3 + 4/3) b^3 per QR, times the trip count of the loop that
+   runs them: on CPU `map_matrices` calls LAPACK one matrix at a time) against the
+   single-device total / 8, and the whole step's per-device FLOPs (XLA's cost analysis of the
+   partitioned executable, which counts every branch of the refresh's conditional) against
+   one device's / 8. SOAP runs unblocked (its default, the reference's) and with `block_size`
+   256 and 128 (`--mesh-only` picks rows).
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ def optimizer_shampoo():
 
 def optimizer_soap():
   return optimkit.soap(3e-3, precondition_frequency=PERIOD)
+
+
+def optimizer_soap_blocked(block_size: int):
+  """SOAP with its dims cut into blocks of `block_size`: what spreads its bases over a mesh."""
+  return lambda: optimkit.soap(3e-3, precondition_frequency=PERIOD, block_size=block_size)
 
 
 def optimizer_kron():
@@ -147,28 +155,67 @@ def single_device(width: int, layers: int, repeats: int) -> None:
 # Eight devices (run in the subprocess).
 
 _SHAPE = re.compile(r"(f32|f64)\[([0-9,]*)\]")
+_HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) \(")
+_CALLED = re.compile(r"\b(body|calls|to_apply)=%([\w.\-]+)")
+_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
+_TRIPS = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def _runs_per_step(hlo: str) -> tuple[dict[str, list[str]], dict[str, int]]:
+  """The module's computations (name -> instruction lines) and how many times each runs in one
+  call of the entry: a while body its known trip count times its caller's (the per-matrix
+  `lax.map` of `optimkit.matrix_work` on CPU runs one LAPACK call per matrix in a loop), every
+  branch of a conditional once (the refresh's eigh and QR branches both count)."""
+  computations: dict[str, list[str]] = {}
+  entry, current = "", None
+  for line in hlo.splitlines():
+    header = _HEADER.match(line)
+    if header and line.rstrip().endswith("{"):
+      current = header.group(2)
+      computations[current] = []
+      entry = current if header.group(1) else entry
+    elif current is not None:
+      computations[current].append(line)
+  runs: dict[str, int] = {}
+
+  def visit(name: str, times: int) -> None:
+    runs[name] = runs.get(name, 0) + times
+    for line in computations.get(name, []):
+      trips = _TRIPS.search(line)
+      for kind, callee in _CALLED.findall(line):
+        visit(callee, times * (int(trips.group(1)) if kind == "body" and trips else 1))
+      for branches in _BRANCHES.findall(line):
+        for callee in re.findall(r"%([\w.\-]+)", branches):
+          visit(callee, times)
+
+  visit(entry, 1)
+  return computations, runs
 
 
 def lapack_flops(hlo: str) -> dict[str, float]:
-  """FLOPs of the LAPACK calls in an HLO module, from their operand shapes (batch, b, b):
-  eigh (syevd) ~9 b^3, QR (geqrf + orgqr) ~4/3 b^3 each, per matrix."""
+  """FLOPs of the LAPACK calls in an HLO module, from their operand shapes (batch, b, b) and how
+  many times their computation runs: eigh (syevd) ~9 b^3, QR (geqrf + orgqr) ~4/3 b^3 each, per
+  matrix."""
   weights = {"syevd": 9.0, "geqrf": 4.0 / 3.0, "orgqr": 4.0 / 3.0}
   totals = {"eigh": 0.0, "qr": 0.0}
-  for line in hlo.splitlines():
-    if "custom-call(" not in line or "custom_call_target" not in line:
-      continue
-    target = line.split('custom_call_target="', 1)[1].split('"', 1)[0]
-    kind = next((k for k in weights if k in target), None)
-    if kind is None:
-      continue
-    operands = line.split("custom-call(", 1)[1]
-    match = _SHAPE.search(operands)
-    if not match:
-      continue
-    dims = [int(d) for d in match.group(2).split(",") if d]
-    b = dims[-1]
-    batch = int(np.prod(dims[:-2])) if len(dims) > 2 else 1
-    totals["eigh" if kind == "syevd" else "qr"] += weights[kind] * batch * b ** 3
+  computations, runs = _runs_per_step(hlo)
+  for name, lines in computations.items():
+    for line in lines:
+      if "custom-call(" not in line or "custom_call_target" not in line:
+        continue
+      target = line.split('custom_call_target="', 1)[1].split('"', 1)[0]
+      kind = next((k for k in weights if k in target), None)
+      if kind is None:
+        continue
+      operands = line.split("custom-call(", 1)[1]
+      match = _SHAPE.search(operands)
+      if not match:
+        continue
+      dims = [int(d) for d in match.group(2).split(",") if d]
+      b = dims[-1]
+      batch = int(np.prod(dims[:-2])) if len(dims) > 2 else 1
+      totals["eigh" if kind == "syevd" else "qr"] += (weights[kind] * batch * b ** 3
+                                                      * runs.get(name, 0))
   return totals
 
 
@@ -185,7 +232,14 @@ def mesh_specs(params, kind: str):
   return jax.tree_util.tree_map_with_path(spec, params)
 
 
-def layout(width: int, layers: int) -> None:
+def mesh_optimizers() -> dict:
+  """name -> optimizer factory, for the eight-device layout."""
+  return {"shampoo": optimizer_shampoo, "soap": optimizer_soap,
+          "soap block 256": optimizer_soap_blocked(256),
+          "soap block 128": optimizer_soap_blocked(128), "kron": optimizer_kron}
+
+
+def layout(width: int, layers: int, only: list[str] | None = None) -> None:
   from jax.sharding import AxisType, NamedSharding
 
   from optimkit import sharding
@@ -197,7 +251,7 @@ def layout(width: int, layers: int) -> None:
         "step GFLOP/device | step x total/8 |")
   print("|---|---|---|---|---|---|---|")
   meshes = {"FSDP (8)": ("fsdp", (8,), ("data",)), "2x4": ("2x4", (2, 4), ("data", "model"))}
-  makers = {"shampoo": optimizer_shampoo, "soap": optimizer_soap, "kron": optimizer_kron}
+  makers = {name: make for name, make in mesh_optimizers().items() if not only or name in only}
   for name, make in makers.items():
     tx = make()
     single = jax.jit(_step(tx)).lower(host, tx.init(host), host).compile()
@@ -234,14 +288,20 @@ def main(argv=None) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--mesh-width", type=int, default=256)
   parser.add_argument("--mesh-layers", type=int, default=2)
+  parser.add_argument("--mesh-only", default="",
+                      help="comma-separated rows of the eight-device layout to run (default: "
+                           f"all of {', '.join(mesh_optimizers())}); skips the one-device part")
   parser.add_argument("--layout-only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  only = [name for name in args.mesh_only.split(",") if name]
   if args.layout_only:
-    layout(args.mesh_width, args.mesh_layers)
+    layout(args.mesh_width, args.mesh_layers, only)
     return
-  single_device(args.width, args.layers, args.repeats)
+  if not only:
+    single_device(args.width, args.layers, args.repeats)
   rerun_on_eight_devices(__file__, ["--layout-only", "--mesh-width", str(args.mesh_width),
-                                    "--mesh-layers", str(args.mesh_layers)])
+                                    "--mesh-layers", str(args.mesh_layers),
+                                    "--mesh-only", ",".join(only)])
 
 
 if __name__ == "__main__":

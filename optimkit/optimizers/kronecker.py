@@ -235,10 +235,11 @@ def soap(
 
   Per leaf (matrix dims Q_i, L_i; see `optimkit.transforms.soap`), Adam step count t:
       first step: L_i = (1 - shampoo_beta) G_(i) G_(i)^T, Q_i = eigh(L_i); no update
-      m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) (g x_i Q_i^T)^2
-      u = ((m x_i Q_i^T) / (sqrt(v) + eps)) x_i Q_i * sqrt(1 - b2^t) / (1 - b1^t)
+      g' = g x_i Q_i^T;   m = b1 m + (1 - b1) g';   v = b2 v + (1 - b2) g'^2   (eigenbasis)
+      u = (m / (sqrt(v) + eps)) x_i Q_i * sqrt(1 - b2^t) / (1 - b1^t)
       w_t = (w_{t-1} - lr u)(1 - lr weight_decay)        (the authors' order)
       L_i = shampoo_beta L_i + (1 - shampoo_beta) G_(i) G_(i)^T;  every f steps Q_i = QR(L_i Q_i)
+        and m moved into the new basis (m x_i Q_i^old x_i Q_i^new^T), as the authors' code does
 
   Args (pytorch-optimizer's, in its order; betas=(b1, b2)):
     learning_rate: a float >= 0 or a schedule. Default 3e-3.
@@ -257,7 +258,9 @@ def soap(
     weight_decay_mask: which leaves decay (tree of bools or callable). Default all.
   Args (optimkit's):
     block_size: cut dims above this into blocks with their own bases (structural; None: none,
-      as the reference).
+      as the reference). This is what spreads SOAP's eigh/QR work over a mesh: bases of one size
+      are split evenly over the devices, where unblocked factor sizes leave groups smaller than
+      the device count and every device computes a whole basis (benchmarks/kronecker.py).
     sort_eigenbasis: order each basis by estimated eigenvalue before the QR, permuting v, as the
       authors' code does (default); False: the paper's Algorithm 4 as written.
     state_storage: storage of m and v.

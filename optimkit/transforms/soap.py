@@ -8,20 +8,25 @@ the eigenbasis and t the number of Adam steps so far:
 
     first step:  L_i = (1 - shampoo_beta) G_(i) G_(i)^T,  Q_i = eigenvectors(L_i) (eigenvalues
                  descending); no update (the first gradient only initializes the basis)
-    then:        m = b1 m + (1 - b1) G                       (first moment, parameter basis)
+    then:        m = b1 m + (1 - b1) G'                      (first moment, eigenbasis)
                  v = b2 v + (1 - b2) G'^2                    (second moment, eigenbasis)
-                 N = (m x_i Q_i^T) / (sqrt(v) + eps) x_i Q_i  (Adam in the eigenbasis, rotated back)
+                 N = (m / (sqrt(v) + eps)) x_i Q_i           (Adam in the eigenbasis, rotated back)
                  u = N sqrt(1 - b2^t) / (1 - b1^t)           (`correct_bias`; N / rms(N) first
                                                                with `normalize_gradient`)
                  L_i = shampoo_beta L_i + (1 - shampoo_beta) G_(i) G_(i)^T
                  every `precondition_frequency` steps: one power iteration and QR,
-                   Q_i <- QR(L_i Q_i)
+                   Q_i <- QR(L_i Q_i), and m <- m x_i Q_i^old x_i Q_i^new^T
 
-Because m lives in the parameter basis and is projected on every step, it is always expressed in
-the current basis ("rotated" when the basis changes, as Algorithm 3 does). v lives in the
-eigenbasis: at a refresh the authors' code first orders Q_i's columns by their estimated
+Both moments live in the eigenbasis, as in the authors' code (its exp_avg is updated with the
+projected gradient; when the basis changes it is projected back with the old basis and into the
+new one): a step rotates G in and the direction out (with the Gram statistics, 3 products per
+matrix dim), and m is rotated only at a refresh. pytorch-optimizer keeps m in the parameter
+basis and projects it on every step (one more product per dim); with orthogonal bases the two
+are the same algorithm (m x_i Q_i^T is linear in m), and the parity tests hold at float64
+precision. v: at a refresh the authors' code first orders Q_i's columns by their estimated
 eigenvalues diag(Q_i^T L_i Q_i), descending, and permutes v along dim i the same way, so each
-coordinate of v stays with its eigenvector; the QR then runs on the ordered columns.
+coordinate of v stays with its eigenvector; the QR then runs on the ordered columns (m needs no
+permutation: it goes through the parameter basis).
 
 The first basis diagonalizes a rank-deficient G G^T whenever a dim is larger than the product of
 the others plus one (a vector: rank 1); its null space has no preferred basis, so which one the
@@ -34,7 +39,11 @@ scalars get plain Adam. The first basis is an eigendecomposition, later ones one
 under one `lax.switch`, so the step compiles once and a step without refresh costs the
 statistics, the projections and the Adam arithmetic. All bases of the same size, across leaves,
 are computed as one batched stack (`map_stacked`, through `optimkit.matrix_work.map_matrices`:
-on a mesh each block's basis is computed once, on one device).
+on a mesh each block's basis is computed once, on one device). `block_size` is what spreads
+that work over a mesh: unblocked, each leaf's factors have sizes of their own, a group of
+same-size bases smaller than the device count costs every device one basis, and the largest
+(an MLP's or the embedding's) is computed by every device in effect; with blocks of one size
+(e.g. 128 or 256) all bases form one stack split evenly over the devices.
 
 Reference: pytorch-optimizer 4.1.0 `SOAP` (the authors' code, nikhilvyas/SOAP, ported),
 tests/transforms/test_soap.py. Where it differs from the paper, and what this transform does:
@@ -73,7 +82,11 @@ class SOAPState(NamedTuple):
   """State of `scale_by_soap`.
 
     count: steps so far (the first one only initializes the bases).
-    mu: Adam's first moment, in the parameter basis, shaped like the params.
+    mu: Adam's first moment, in the eigenbasis `bases` (as the authors' code keeps it), shaped
+      like the params (block padding dropped, as for nu). It was kept in the parameter basis
+      before (CHANGELOG, 0.2.0 "Changed"): a checkpoint written then holds m in the parameter
+      basis, and restoring it here reads it as eigenbasis coordinates (rotate it with `bases`
+      first: m x_i Q_i^T per block).
     nu: Adam's second moment, in the eigenbasis, shaped like the params (block padding dropped:
       the padding's coordinates are their own eigenvectors and carry no gradient).
     statistics: per leaf, a tuple with one (n_blocks, b_i, b_i) statistic per matrix dim, in the
@@ -227,19 +240,18 @@ def scale_by_soap(
                                                          mu, nu):
       x = g.astype(compute_dtype(g))
       blocks = lay.to_blocks(x)
-      rotated = _rotate(blocks, lay, leaf_bases)
+      rotated = lay.from_blocks(_rotate(blocks, lay, leaf_bases))
       # The first step only initializes the bases: no update, moments untouched. They are kept
       # before the direction reads them, not only on the write: with the selection on the write
       # alone, XLA recomputed the unselected moments from the old buffers inside the direction
-      # and copied both buffers every step (the direction is zero on that step either way). v is
-      # selected in the leaf's shape, as stored: selected among blocks, XLA still recomputed it
-      # inside the update of a leaf without rotated dims (a vector) and copied its nu.
-      v_next = lay.to_blocks(jnp.where(
-          first, v, b2 * v + lay.from_blocks((1.0 - b2) * rotated * rotated)))
-      m_next = jnp.where(first, m, b1 * m + (1.0 - b1) * x)
-      m_rotated = _rotate(lay.to_blocks(m_next), lay, leaf_bases)
-      direction = lay.from_blocks(_rotate(m_rotated / (jnp.sqrt(v_next) + eps), lay,
-                                          leaf_bases, back=True))
+      # and copied both buffers every step (the direction is zero on that step either way). The
+      # moments are selected in the leaf's shape, as stored: selected among blocks, XLA still
+      # recomputed them inside the update of a leaf without rotated dims (a vector) and copied
+      # its nu.
+      m_next = jnp.where(first, m, b1 * m + (1.0 - b1) * rotated)
+      v_next = jnp.where(first, v, b2 * v + (1.0 - b2) * rotated * rotated)
+      adam = lay.to_blocks(m_next) / (jnp.sqrt(lay.to_blocks(v_next)) + eps)
+      direction = lay.from_blocks(_rotate(adam, lay, leaf_bases, back=True))
       if normalize_gradient:
         direction = direction / (jnp.sqrt(jnp.mean(direction * direction)) + eps)
       if correct_bias:
@@ -247,27 +259,36 @@ def scale_by_soap(
         direction = direction * (jnp.sqrt(1.0 - b2 ** steps) / (1.0 - b1 ** steps))
       directions.append(jnp.where(first, 0.0, direction).astype(g.dtype))
       new_mu.append(m_next)
-      new_nu.append(lay.from_blocks(v_next))
+      new_nu.append(v_next)
       new_statistics.append(tuple(
           (beta_shampoo * s + (1.0 - beta_shampoo) * kr.block_gram(blocks, i)).astype(s.dtype)
           for s, i in zip(leaf_statistics, lay.matrix_dims)))
 
     # In a reduced format the branches take the stored bases too (`stored`, empty in float32):
-    # a step without a refresh keeps them as stored, a refresh writes the new ones.
-    def stored_form(new_bases, stored):
-      return (kr.write_factors(factor_store, new_bases, stored[0], accumulated=False)
-              if stored else new_bases)
+    # a step without a refresh keeps them as stored, a refresh writes the new ones. The first
+    # moment is carried into the new basis as the next steps will read it back from storage
+    # (`in_use`), so that m and the gradient are rotated by the same matrices.
+    def new_state(bases, new_bases, mus, stored):
+      if stored:
+        written = kr.write_factors(factor_store, new_bases, stored[0], accumulated=False)
+        in_use = kr.read_factors(factor_store, written, dtypes, "orthogonal")
+      else:
+        written = in_use = new_bases
+      return written, _change_basis(layouts, mus, bases, in_use)
 
-    def keep(new_statistics, bases, nus, *stored):
+    def keep(new_statistics, bases, mus, nus, *stored):
       del new_statistics
-      return (stored[0] if stored else bases), nus
+      return (stored[0] if stored else bases), mus, nus
 
-    def eigenbases(new_statistics, bases, nus, *stored):
+    def eigenbases(new_statistics, bases, mus, nus, *stored):
       stacks = _stacks(layouts, new_statistics, bases)
       fresh = kr.map_stacked(lambda a, mask, q: (first_basis(a, mask),), stacks)
-      return stored_form(_unstack(layouts, bases, [basis for (basis,) in fresh]), stored), nus
+      new_bases = _unstack(layouts, bases, [basis for (basis,) in fresh])
+      # m is still zero (initialized so, and the first step leaves it): no change of basis.
+      return (kr.write_factors(factor_store, new_bases, stored[0], accumulated=False)
+              if stored else new_bases), mus, nus
 
-    def refreshed(new_statistics, bases, nus, *stored):
+    def refreshed(new_statistics, bases, mus, nus, *stored):
       stacks = _stacks(layouts, new_statistics, bases)
       outputs = kr.map_stacked(lambda a, mask, q: refined_basis(a, q, mask, sort_eigenbasis),
                                stacks)
@@ -275,12 +296,12 @@ def scale_by_soap(
       orders = _unstack(layouts, bases, [order for _, order in outputs])
       if sort_eigenbasis:
         nus = [_permute(v, lay, leaf_orders) for v, lay, leaf_orders in zip(nus, layouts, orders)]
-      return stored_form(new_bases, stored), nus
+      return *new_state(bases, new_bases, mus, stored), nus
 
     branch = jnp.where(first, 1, jnp.where(count % precondition_frequency == 0, 2, 0))
     extra = () if factor_store.lossless else (stored_bases,)
-    new_bases, new_nu = jax.lax.switch(branch, [keep, eigenbases, refreshed], new_statistics,
-                                       bases, new_nu, *extra)
+    new_bases, new_mu, new_nu = jax.lax.switch(branch, [keep, eigenbases, refreshed],
+                                               new_statistics, bases, new_mu, new_nu, *extra)
     if not factor_store.lossless:
       new_statistics = kr.write_factors(factor_store, new_statistics, stored_statistics,
                                         accumulated=True)
@@ -294,11 +315,37 @@ def scale_by_soap(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _rotate(blocks: jax.Array, lay: kr.KroneckerLayout, bases: tuple, back: bool = False):
-  """Blocks into the eigenbasis (x_i Q_i^T), or back (x_i Q_i)."""
-  for basis, i in zip(bases, lay.matrix_dims):
+def _rotate(blocks: jax.Array, lay: kr.KroneckerLayout, bases: tuple, back: bool = False,
+            reverse: bool = False):
+  """Blocks into the eigenbasis (x_i Q_i^T), or back (x_i Q_i); dims in order, or from the last
+  when `reverse` (the products along different dims commute)."""
+  pairs = list(zip(bases, lay.matrix_dims))
+  for basis, i in reversed(pairs) if reverse else pairs:
     blocks = kr.mode_product(blocks, basis, i, transpose=back, precision=_HIGHEST)
   return blocks
+
+
+def _change_basis(layouts: list, tensors: list, old: list, new: list) -> list:
+  """Leaf-shaped tensors in the bases `old`, expressed in the bases `new`: rotated back to the
+  parameter basis with Q_old and into Q_new (the authors' `project_back` and `project`).
+
+  Two products per matrix dim. One, with the transition Q_new^T Q_old, would cost a b x b x b
+  product per block and dim instead, more than the second product on an unblocked leaf whose
+  other dims are smaller than b (the 1024 x 1024 transition of a (256, 1024) leaf: 2.1 GFLOP
+  against 0.5), and on a mesh a group of fewer transitions than devices costs every device one."""
+  out = []
+  for x, lay, leaf_old, leaf_new in zip(tensors, layouts, old, new):
+    if not leaf_old:
+      out.append(x)
+      continue
+    # Back from the last dim: on an FSDP mesh (first dims sharded) XLA's partitioner then keeps
+    # one of the two back products sharded inside the refresh's conditional, where it
+    # all-gathers m for both in dim order (8 devices, benchmarks/kronecker.py's tree: the step's
+    # FLOPs per device 9.13 -> 7.31 G).
+    blocks = _rotate(_rotate(lay.to_blocks(x), lay, leaf_old, back=True, reverse=True), lay,
+                     leaf_new)
+    out.append(lay.from_blocks(blocks))
+  return out
 
 
 def _stacks(layouts, statistics, bases):
@@ -318,12 +365,16 @@ def _unstack(layouts, like, flat):
 
 
 def _permute(v: jax.Array, lay: kr.KroneckerLayout, orders: tuple) -> jax.Array:
-  """The second moment with each block's rotated coordinates reordered like its basis."""
+  """The second moment with each block's rotated coordinates reordered like its basis: along
+  block dim i, new[k] = old[order[k]], written as a sort keyed by each coordinate's new position
+  (a gather with per-block indices, `take_along_axis`, failed XLA's SPMD partitioner on a
+  blocked, FSDP-sharded leaf: "Slice dim size 256 greater than dynamic slice dimension")."""
   if not orders:
     return v
   blocks = lay.to_blocks(v)
   for order, i in zip(orders, lay.matrix_dims):
     shape = [order.shape[0]] + [1] * lay.rank
     shape[i + 1] = order.shape[1]
-    blocks = jnp.take_along_axis(blocks, jnp.reshape(order, shape), axis=i + 1)
+    position = jnp.broadcast_to(jnp.reshape(jnp.argsort(order, axis=-1), shape), blocks.shape)
+    _, blocks = jax.lax.sort((position, blocks), dimension=i + 1, num_keys=1)
   return lay.from_blocks(blocks)

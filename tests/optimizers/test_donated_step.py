@@ -101,7 +101,8 @@ TEMPORARIES = {
     "ranger": (2, "Lookahead's slow weights read the fast update"),
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
-    "soap": (8, "the rotations into and out of the eigenbasis are matrix products"),
+    "soap": (7, "the rotations into and out of the eigenbasis are matrix products, and the new "
+             "moments go through the refresh's conditional (which rotates m and permutes v)"),
 }
 
 
