@@ -97,7 +97,26 @@ def _upcast(tree: Any) -> Any:
 
 def _total(fn, *trees: Any) -> jax.Array:
   """sum over leaves of fn(leaf, ...) (each a scalar)."""
-  return jnp.asarray(sum(jax.tree.leaves(jax.tree.map(fn, *trees)), start=0.0))  # 0 if no leaves
+  return _sum_leaves(jax.tree.map(fn, *trees))
+
+
+def _sum_leaves(partials: Any) -> jax.Array:
+  """The sum of a tree of per-leaf scalars (0 if it has no leaves)."""
+  return jnp.asarray(sum(jax.tree.leaves(partials), start=0.0))
+
+
+def _positive(total: jax.Array) -> jax.Array:
+  """total > 0 for a sum of absolute values (>= 0 or NaN), computed once for every leaf.
+
+  XLA fuses cheap scalar ops into each consumer that reads them, so `total > 0` read by every
+  leaf's step kernel carried the whole chain of per-leaf adds that makes `total` into each of
+  them: N kernels of N operands, compile time quadratic in the leaves (dadapt_adamw 4.3x optax's
+  at 100 leaves). XLA does not duplicate an expensive op (a square root) into several consumers,
+  so the sum and the test are one scalar kernel whose one result the leaves read. sqrt(x) > 0
+  exactly when x > 0 for x >= 0 (a subnormal's root is positive too), and is false on NaN as
+  `x > 0` is.
+  """
+  return jnp.sqrt(total) > 0
 
 
 def _select(condition: jax.Array, new: Any, old: Any) -> Any:
@@ -262,7 +281,7 @@ def scale_by_prodigy(
         lambda g, m, v, p: -dlr * (m / (jnp.sqrt(v) + d_new * eps) + weight_decay * p),
         updates, m, v, x)
     # lr = 0: nothing moves. sum|s| = 0 (no gradient yet): the moments move, nothing else.
-    proceed = jnp.logical_and(active, denominator > 0)
+    proceed = jnp.logical_and(active, _positive(denominator))
     step = jax.tree.map(lambda u: jnp.where(proceed, u, jnp.zeros_like(u)), step)
     new_state = ProdigyState(
         count=increment(state.count),
@@ -366,24 +385,30 @@ def scale_by_dadapt_adam(
     old_v = store.read(state.exp_avg_sq, updates, signed=False)
     old_s = store.read(state.grad_sum, updates, signed=True)
     old_m = store.read(state.exp_avg, updates, signed=True)
-    progress = _total(lambda g, s, v: jnp.sum(g * (s / (jnp.sqrt(v) + eps))), grads, old_s, old_v)
+    leaf_progress = jax.tree.map(lambda g, s, v: jnp.sum(g * (s / (jnp.sqrt(v) + eps))), grads,
+                                 old_s, old_v)
+    progress = _sum_leaves(leaf_progress)
     # The moments are selected (kept at lr = 0) before the step and sum|s| read them, as in
     # scale_by_prodigy: with the selection only on the write, XLA recomputed the unselected
     # moments from the old buffers inside the params update and copied all three every step.
-    # v and s are also selected on the progress sum, a test that is never false (a sum of
-    # absolute values is not below -1; with a NaN it is not either): the sum reads their old
-    # values, and without a data dependence on it XLA does not order their in-place writes after
-    # it and copies both buffers. (transforms._util.written_after does the same as an extra
-    # select, which XLA then duplicates into the params update, recomputing v from the old
-    # buffer.) The same results: at lr = 0 nothing moves and d is kept.
+    # Each leaf's v and s are also selected on that leaf's share of the progress sum, a test that
+    # is never false (the absolute value is not below -1; with a NaN it is not either): the sum
+    # reads their old values, and without a data dependence on it XLA does not order their
+    # in-place writes after it and copies both buffers. The leaf's own share, not the total: a
+    # test on the total put the chain of per-leaf adds that makes it into every leaf's kernel
+    # (XLA duplicates cheap scalar ops into each consumer), compile time quadratic in the leaves.
+    # (transforms._util.written_after does the same as an extra select, which XLA then
+    # duplicates into the params update, recomputing v from the old buffer.) The same results:
+    # at lr = 0 nothing moves and d is kept.
     active = lr > 0
-    after_progress = jnp.logical_and(active, jnp.logical_not(jnp.abs(progress) < -1))
+    after_progress = jax.tree.map(
+        lambda share: jnp.logical_and(active, jnp.logical_not(jnp.abs(share) < -1)), leaf_progress)
     m = _select(active, jax.tree.map(lambda g, m: b1 * m + ((1 - b1) * dlr) * g, grads, old_m),
                 old_m)
-    v = _select(after_progress, jax.tree.map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads,
-                                             old_v), old_v)
-    s = _select(after_progress, jax.tree.map(lambda g, s: sb2 * s + ((1 - sb2) * dlr) * g, grads,
-                                             old_s), old_s)
+    v = jax.tree.map(lambda ok, g, v: jnp.where(ok, b2 * v + (1 - b2) * (g * g), v),
+                     after_progress, grads, old_v)
+    s = jax.tree.map(lambda ok, g, s: jnp.where(ok, sb2 * s + ((1 - sb2) * dlr) * g, s),
+                     after_progress, grads, old_s)
     l1 = _total(lambda s: jnp.sum(jnp.abs(s)), s).astype(dtype)
     numerator = sb2 * state.numerator_weighted + (1 - sb2) * dlr * progress
 
@@ -393,7 +418,7 @@ def scale_by_dadapt_adam(
     step = map_like(lambda g, m, v, p: -(m / (jnp.sqrt(v) + eps) + (dlr * weight_decay) * p),
                     updates, m, v, x)
     # lr = 0: nothing moves. sum|s| = 0 (no gradient yet): the moments move, nothing else.
-    proceed = jnp.logical_and(active, l1 > 0)
+    proceed = jnp.logical_and(active, _positive(l1))
     step = jax.tree.map(lambda u: jnp.where(proceed, u, jnp.zeros_like(u)), step)
     new_state = DAdaptAdamState(
         count=increment(state.count),
