@@ -7,8 +7,8 @@ import optax
 
 from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, structural
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import option_tree
-from optimkit.transforms.moments import adam_direction, scale_by_adam, scale_by_momentum
+from optimkit.transforms._util import bias_correction, option_tree
+from optimkit.transforms.moments import adam_ratio, scale_by_adam, scale_by_momentum
 from optimkit.transforms.trust_ratio import (
   StackDims,
   leaf_scalars,
@@ -62,14 +62,17 @@ def lamb(
   def again(grads, state, params):
     # Adam's ratio plus the decay, from the moments just written (see trust_ratio_chain).
     adam_state = state[0]
+    # Adam's bias corrections once for every leaf (as adam_direction computes them), then made
+    # each leaf's own: made per leaf before the powers, they were two scalar kernels a leaf.
+    corrections = (bias_correction(b1, adam_state.count), bias_correction(b2, adam_state.count))
 
     def leaf(g, mu, nu, w, decay):
-      # The hyperparameters made the leaf's own, so that no broadcast of one is shared by the
-      # norms of several same-shaped leaves (trust_ratio_chain).
-      count, b1_, b2_, eps_, eps_root_, decay_rate = leaf_scalars(
-          g, adam_state.count, b1, b2, eps, eps_root, weight_decay)
-      u = adam_direction(g, store.read_leaf(mu, g, signed=True),
-                         store.read_leaf(nu, g, signed=False), count, b1_, b2_, eps_, eps_root_)
+      # The scalars made the leaf's own, so that no broadcast of one is shared by the norms of
+      # several same-shaped leaves (trust_ratio_chain).
+      correction1, correction2, eps_, eps_root_, decay_rate = leaf_scalars(
+          g, *corrections, eps, eps_root, weight_decay)
+      u = adam_ratio(g, store.read_leaf(mu, g, signed=True), store.read_leaf(nu, g, signed=False),
+                     correction1, correction2, eps_, eps_root_)
       return u + decay_rate * w if decay else u
 
     return jax.tree.map(leaf, grads, adam_state.mu, adam_state.nu, params,

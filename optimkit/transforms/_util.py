@@ -42,7 +42,8 @@ def leafwise(fn: Callable[..., Any]) -> Callable[..., Any]:
   jitted = jax.jit(fn, inline=True)
 
   def call(*leaves: Any) -> Any:
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+    # jax.tree.leaves: a leaf may be a quantized moment, a tuple of arrays.
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(leaves)):
       return jitted(*leaves)
     return fn(*leaves)
 
@@ -97,12 +98,19 @@ def written_after(value: Any, *stored: Any) -> Any:
   the dependence (and kept the copy) whenever `stored` held one leaf. `stored` may hold
   quantized leaves (tuples of arrays) below `value`'s structure.
   """
-  def leaf(x, *after):
-    firsts = [a.reshape(-1)[0].astype(jnp.float32) for a in jax.tree.leaves(after) if a.size]
-    if not x.size or not firsts:
-      return x
-    return jnp.where(sum(jnp.abs(f) for f in firsts) < -1, jnp.zeros_like(x), x)
-  return jax.tree.map(leaf, value, *stored)
+  return jax.tree.map(_written_after_leaf, value, *stored)
+
+
+def _written_after_leaf_fn(x: jax.Array, *after: Any) -> jax.Array:
+  firsts = [a.reshape(-1)[0].astype(jnp.float32) for a in jax.tree.leaves(after) if a.size]
+  if not x.size or not firsts:
+    return x
+  return jnp.where(sum(jnp.abs(f) for f in firsts) < -1, jnp.zeros_like(x), x)
+
+
+# One jit for every call (`leafwise`): its cache, by leaf signature, is shared by every step and
+# every leaf (leaf_scalars calls written_after once per leaf and scalar).
+_written_after_leaf = leafwise(_written_after_leaf_fn)
 
 
 def unzip_leaf(reference: Any, tuples: Any, index: int) -> Any:

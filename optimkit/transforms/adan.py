@@ -26,7 +26,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, ema, increment, map_like, written_after
+from optimkit.transforms._util import bias_correction, ema, increment, leafwise, written_after
 
 
 class AdanState(NamedTuple):
@@ -69,16 +69,21 @@ def scale_by_adan(b1: float = 0.98, b2: float = 0.92, b3: float = 0.99,
     del params
     first = state.count == 0
     previous = store.read(state.previous_grad, updates, signed=True)
-    difference = jax.tree.map(lambda g, p: jnp.where(first, 0.0, g - p), updates, previous)
+    # Per-leaf arithmetic through `leafwise`: traced once per leaf signature, not once per leaf.
+    difference = jax.tree.map(leafwise(lambda g, p: jnp.where(first, 0.0, g - p)), updates,
+                              previous)
     mu = ema(b1, updates, store.read(state.mu, updates, signed=True))
     delta = ema(b2, difference, store.read(state.delta, updates, signed=True))
-    nu = ema(b3, jax.tree.map(lambda g, d: jnp.square(g + b2 * d), updates, difference),
+    nu = ema(b3, jax.tree.map(leafwise(lambda g, d: jnp.square(g + b2 * d)), updates, difference),
              store.read(state.nu, updates, signed=False))
     count = increment(state.count)
     c1, c2, c3 = (bias_correction(b, count) for b in (b1, b2, b3))
-    direction = map_like(
-        lambda g, m, v, n: (m / c1 + b2 * v / c2) / (jnp.sqrt(n / c3 + eps_root) + eps),
-        updates, mu, delta, nu)
+
+    def leaf_direction(g, m, v, n):
+      direction = (m / c1 + b2 * v / c2) / (jnp.sqrt(n / c3 + eps_root) + eps)
+      return direction.astype(g.dtype)  # as map_like: in the gradient's dtype
+
+    direction = jax.tree.map(leafwise(leaf_direction), updates, mu, delta, nu)
     stored_delta = store.write(delta, updates, state.delta, signed=True)
     stored_nu = store.write(nu, updates, state.nu, signed=False)
     # The gradient replaces the previous one only after both readers of the old one (the delta

@@ -48,7 +48,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import ema, increment, map_like, written_after
+from optimkit.transforms._util import ema, increment, leafwise, map_like, written_after
 
 
 class AdoptState(NamedTuple):
@@ -119,18 +119,20 @@ def scale_by_adopt(
       n = g / jnp.maximum(jnp.sqrt(v), eps)
       return n if clip is None else jnp.clip(n, -clip, clip)
 
-    normalised_grad = jax.tree.map(normalised, updates, old_nu)
+    # Per-leaf arithmetic through `leafwise`: traced once per leaf signature, not once per leaf.
+    normalised_grad = jax.tree.map(leafwise(normalised), updates, old_nu)
     # b1 -> 1 at the first step keeps m_0 = 0 (optax's form; torch-adopt skips the update).
     decay = jnp.where(first, 1.0, b1)
-    mu = jax.tree.map(lambda n, m: jnp.where(first, m, decay * m + (1.0 - decay) * n),
+    complement = 1.0 - decay
+    mu = jax.tree.map(leafwise(lambda n, m: jnp.where(first, m, decay * m + complement * n)),
                       normalised_grad, old_mu)
     if nesterov:
-      direction = map_like(lambda g, m, n: jnp.where(first, 0.0, b1 * m + (1.0 - b1) * n),
+      direction = map_like(leafwise(lambda g, m, n: jnp.where(first, 0.0, b1 * m + (1.0 - b1) * n)),
                            updates, mu, normalised_grad)
     else:
       direction = map_like(lambda g, m: m, updates, mu)
     # v_0 = g_0^2 exactly: the EMA with b2 -> 0 at the first step.
-    nu = ema(jnp.where(first, 0.0, b2), jax.tree.map(jnp.square, updates), old_nu)
+    nu = ema(jnp.where(first, 0.0, b2), jax.tree.map(leafwise(jnp.square), updates), old_nu)
     stored_mu = store_mu.write(mu, updates, state.mu, signed=True)
     # v_t replaces v_{t-1} only after the momentum update, which divides by v_{t-1}, has run;
     # otherwise XLA copies the old nu buffer every step.

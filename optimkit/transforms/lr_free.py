@@ -75,7 +75,7 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, compute_dtype, resolve
-from optimkit.transforms._util import increment, map_like
+from optimkit.transforms._util import increment, leafwise, unzip_leaf
 
 
 def _scalar_dtype(params: Any) -> jnp.dtype:
@@ -96,12 +96,37 @@ def _upcast(tree: Any) -> Any:
 
 
 def _total(fn, *trees: Any) -> jax.Array:
-  """sum over leaves of fn(leaf, ...) (each a scalar)."""
-  return jnp.asarray(sum(jax.tree.leaves(jax.tree.map(fn, *trees)), start=0.0))  # 0 if no leaves
+  """sum over leaves of fn(leaf, ...) (each a scalar; `fn` traced once per leaf signature)."""
+  return _sum_leaves(jax.tree.map(leafwise(fn), *trees))
 
 
-def _select(condition: jax.Array, new: Any, old: Any) -> Any:
-  return jax.tree.map(lambda n, o: jnp.where(condition, n, o), new, old)
+def _sum_leaves(partials: Any) -> jax.Array:
+  """The sum of a tree of per-leaf scalars (0 if it has no leaves)."""
+  return jnp.asarray(sum(jax.tree.leaves(partials), start=0.0))
+
+
+def _positive(total: jax.Array) -> jax.Array:
+  """total > 0 for a sum of absolute values (>= 0 or NaN), computed once for every leaf.
+
+  XLA fuses cheap scalar ops into each consumer that reads them, so `total > 0` read by every
+  leaf's step kernel carried the whole chain of per-leaf adds that makes `total` into each of
+  them: N kernels of N operands, compile time quadratic in the leaves (dadapt_adamw 4.3x optax's
+  at 100 leaves). XLA does not duplicate an expensive op (a square root) into several consumers,
+  so the sum and the test are one scalar kernel whose one result the leaves read. sqrt(x) > 0
+  exactly when x > 0 for x >= 0 (a subnormal's root is positive too), and is false on NaN as
+  `x > 0` is.
+  """
+  return jnp.sqrt(total) > 0
+
+
+def _abs_sum(x: jax.Array) -> jax.Array:
+  return jnp.sum(jnp.abs(x))
+
+
+def _unzip3(reference: Any, tuples: Any) -> tuple[Any, Any, Any]:
+  """Three trees shaped like `reference` from one of per-leaf triples."""
+  return (unzip_leaf(reference, tuples, 0), unzip_leaf(reference, tuples, 1),
+          unzip_leaf(reference, tuples, 2))
 
 
 def _needs_params(owner: str, params: Any) -> None:
@@ -236,6 +261,8 @@ def scale_by_prodigy(
     x0 = jax.tree.map(lambda p0, p: p0.astype(p.dtype), state.params0, x)
     progress = _total(lambda g, p0, p: jnp.sum(g * (p0 - p)), grads, x0, x)
     active = lr > 0
+    # Per-leaf arithmetic is written once per leaf (`leafwise`); its scalars are computed here,
+    # once, not in every leaf's copy.
     old_m = store.read(state.exp_avg, updates, signed=True)
     old_v = store.read(state.exp_avg_sq, updates, signed=False)
     old_s = store.read(state.grad_sum, updates, signed=True)
@@ -243,13 +270,16 @@ def scale_by_prodigy(
     # read the values that are written: with the selection only on the write, XLA recomputed
     # the unselected moments from the old buffers inside the params update and copied all three
     # every step. The same results: at lr = 0 nothing moves and d is kept.
-    m = _select(active, jax.tree.map(lambda g, m: b1 * m + ((1 - b1) * d) * g, grads, old_m),
-                old_m)
-    v = _select(active, jax.tree.map(lambda g, v: b2 * v + ((1 - b2) * d * d) * (g * g), grads,
-                                     old_v), old_v)
+    m_scale, v_scale = (1 - b1) * d, (1 - b2) * d * d
     s_scale = weight * (d if safeguard_warmup else dlr)
-    s = _select(active, jax.tree.map(lambda g, s: b3 * s + s_scale * g, grads, old_s), old_s)
-    denominator = _total(lambda s: jnp.sum(jnp.abs(s)), s).astype(dtype)
+
+    def moments(g, m, v, s):
+      return (jnp.where(active, b1 * m + m_scale * g, m),
+              jnp.where(active, b2 * v + v_scale * (g * g), v),
+              jnp.where(active, b3 * s + s_scale * g, s))
+
+    m, v, s = _unzip3(grads, jax.tree.map(leafwise(moments), grads, old_m, old_v, old_s))
+    denominator = _total(_abs_sum, s).astype(dtype)
     numerator = b3 * state.numerator_weighted + weight * dlr * progress
 
     d_hat = estim_lr_coef * numerator / denominator
@@ -258,12 +288,15 @@ def scale_by_prodigy(
     d_new = jnp.where(d == d0, jnp.maximum(d, d_hat), d)
     d_new = d_max if growth_rate is None else jnp.minimum(d_max, growth_rate * d_new)
 
-    step = map_like(
-        lambda g, m, v, p: -dlr * (m / (jnp.sqrt(v) + d_new * eps) + weight_decay * p),
-        updates, m, v, x)
     # lr = 0: nothing moves. sum|s| = 0 (no gradient yet): the moments move, nothing else.
-    proceed = jnp.logical_and(active, denominator > 0)
-    step = jax.tree.map(lambda u: jnp.where(proceed, u, jnp.zeros_like(u)), step)
+    proceed = jnp.logical_and(active, _positive(denominator))
+    step_scale, eps_scale = -dlr, d_new * eps
+
+    def leaf_step(u, m, v, p):
+      u_new = (step_scale * (m / (jnp.sqrt(v) + eps_scale) + weight_decay * p)).astype(u.dtype)
+      return jnp.where(proceed, u_new, jnp.zeros_like(u_new))
+
+    step = jax.tree.map(leafwise(leaf_step), updates, m, v, x)
     new_state = ProdigyState(
         count=increment(state.count),
         steps=jnp.where(proceed, increment(state.steps), state.steps),
@@ -366,35 +399,48 @@ def scale_by_dadapt_adam(
     old_v = store.read(state.exp_avg_sq, updates, signed=False)
     old_s = store.read(state.grad_sum, updates, signed=True)
     old_m = store.read(state.exp_avg, updates, signed=True)
-    progress = _total(lambda g, s, v: jnp.sum(g * (s / (jnp.sqrt(v) + eps))), grads, old_s, old_v)
+    leaf_progress = jax.tree.map(leafwise(lambda g, s, v: jnp.sum(g * (s / (jnp.sqrt(v) + eps)))),
+                                 grads, old_s, old_v)
+    progress = _sum_leaves(leaf_progress)
     # The moments are selected (kept at lr = 0) before the step and sum|s| read them, as in
     # scale_by_prodigy: with the selection only on the write, XLA recomputed the unselected
     # moments from the old buffers inside the params update and copied all three every step.
-    # v and s are also selected on the progress sum, a test that is never false (a sum of
-    # absolute values is not below -1; with a NaN it is not either): the sum reads their old
-    # values, and without a data dependence on it XLA does not order their in-place writes after
-    # it and copies both buffers. (transforms._util.written_after does the same as an extra
-    # select, which XLA then duplicates into the params update, recomputing v from the old
-    # buffer.) The same results: at lr = 0 nothing moves and d is kept.
+    # Each leaf's v and s are also selected on that leaf's share of the progress sum, a test that
+    # is never false (the absolute value is not below -1; with a NaN it is not either): the sum
+    # reads their old values, and without a data dependence on it XLA does not order their
+    # in-place writes after it and copies both buffers. The leaf's own share, not the total: a
+    # test on the total put the chain of per-leaf adds that makes it into every leaf's kernel
+    # (XLA duplicates cheap scalar ops into each consumer), compile time quadratic in the leaves.
+    # (transforms._util.written_after does the same as an extra select, which XLA then
+    # duplicates into the params update, recomputing v from the old buffer.) The same results:
+    # at lr = 0 nothing moves and d is kept. Per-leaf arithmetic is written once per leaf
+    # (`leafwise`); its scalars are computed here, once, not in every leaf's copy.
     active = lr > 0
-    after_progress = jnp.logical_and(active, jnp.logical_not(jnp.abs(progress) < -1))
-    m = _select(active, jax.tree.map(lambda g, m: b1 * m + ((1 - b1) * dlr) * g, grads, old_m),
-                old_m)
-    v = _select(after_progress, jax.tree.map(lambda g, v: b2 * v + (1 - b2) * (g * g), grads,
-                                             old_v), old_v)
-    s = _select(after_progress, jax.tree.map(lambda g, s: sb2 * s + ((1 - sb2) * dlr) * g, grads,
-                                             old_s), old_s)
-    l1 = _total(lambda s: jnp.sum(jnp.abs(s)), s).astype(dtype)
+    m_scale, s_scale = (1 - b1) * dlr, (1 - sb2) * dlr
+
+    def moments(g, m, v, s, share):
+      after_progress = jnp.logical_and(active, jnp.logical_not(jnp.abs(share) < -1))
+      return (jnp.where(active, b1 * m + m_scale * g, m),
+              jnp.where(after_progress, b2 * v + (1 - b2) * (g * g), v),
+              jnp.where(after_progress, sb2 * s + s_scale * g, s))
+
+    m, v, s = _unzip3(grads, jax.tree.map(leafwise(moments), grads, old_m, old_v, old_s,
+                                          leaf_progress))
+    l1 = _total(_abs_sum, s).astype(dtype)
     numerator = sb2 * state.numerator_weighted + (1 - sb2) * dlr * progress
 
     d_hat = numerator / ((1 - sb2) * l1)
     d_new = jnp.maximum(d, d_hat if growth_rate is None else jnp.minimum(d_hat, growth_rate * d))
 
-    step = map_like(lambda g, m, v, p: -(m / (jnp.sqrt(v) + eps) + (dlr * weight_decay) * p),
-                    updates, m, v, x)
     # lr = 0: nothing moves. sum|s| = 0 (no gradient yet): the moments move, nothing else.
-    proceed = jnp.logical_and(active, l1 > 0)
-    step = jax.tree.map(lambda u: jnp.where(proceed, u, jnp.zeros_like(u)), step)
+    proceed = jnp.logical_and(active, _positive(l1))
+    decay_scale = dlr * weight_decay
+
+    def leaf_step(u, m, v, p):
+      u_new = (-(m / (jnp.sqrt(v) + eps) + decay_scale * p)).astype(u.dtype)
+      return jnp.where(proceed, u_new, jnp.zeros_like(u_new))
+
+    step = jax.tree.map(leafwise(leaf_step), updates, m, v, x)
     new_state = DAdaptAdamState(
         count=increment(state.count),
         steps=jnp.where(proceed, increment(state.steps), state.steps),

@@ -146,8 +146,15 @@ def adam_direction(updates: Any, mu: Any, nu: Any, count: jax.Array, b1: Any, b2
   correction1 = bias_correction(b1, count)
   correction2 = bias_correction(b2, count)
   return jax.tree.map(leafwise(
-      lambda g, m, v: ((m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps)
-                       ).astype(g.dtype)), updates, mu, nu)
+      lambda g, m, v: adam_ratio(g, m, v, correction1, correction2, eps, eps_root)),
+      updates, mu, nu)
+
+
+def adam_ratio(g: jax.Array, m: jax.Array, v: jax.Array, correction1: Any, correction2: Any,
+               eps: Any, eps_root: Any) -> jax.Array:
+  """One leaf's m_hat / (sqrt(v_hat + eps_root) + eps), given the bias corrections 1 - b^t,
+  in the gradient's dtype."""
+  return ((m / correction1) / (jnp.sqrt(v / correction2 + eps_root) + eps)).astype(g.dtype)
 
 
 def scale_by_adam(
