@@ -17,6 +17,15 @@
    ~9 b^3 per eigh with vectors, ~(4/3 + 4/3) b^3 per QR) against the single-device total / 8,
    and the whole step's per-device FLOPs (XLA's cost analysis of the partitioned executable)
    against one device's / 8.
+
+Kron options: `--kron-cache` adds Kron with `cache_preconditioner=True` (Q^T Q kept between
+updates) to part 1; `--kron-block-size B` adds Kron with `block_size=B` to part 2 (its factor
+fit is then one stack of same-size blocks, spread over the mesh by `map_stacked`).
+Triangular solves (LAPACK trsm, opaque to the cost analysis like eigh) are counted as b^2 m per
+(b x b) factor and m right-hand sides. On CPU `optimkit.matrix_work` runs a function that calls
+LAPACK one matrix at a time (`lax.map`, a while loop), and XLA's cost analysis counts a loop
+body once whatever its trip count; part 2 only compiles, so it compiles with those functions
+vmapped (the same work, visible to the cost analysis).
 """
 
 from __future__ import annotations
@@ -40,6 +49,9 @@ from benchmarks.common import describe, machine, rerun_on_eight_devices  # noqa:
 from benchmarks.muon import transformer_tree  # noqa: E402
 
 PERIOD = 10
+KRON_CACHE = False  # part 1: also Kron with cache_preconditioner=True (--kron-cache)
+KRON_BLOCK_SIZE = None  # part 2: also Kron with block_size= (--kron-block-size)
+LAYOUT_OPTIMIZERS = None  # part 2: the rows to run, comma-separated (--layout-optimizers)
 # A small vocabulary: an unblocked (vocab, width) embedding gives Kron a vocab x vocab triangular
 # factor (and SOAP a vocab x vocab basis), whose O(vocab^3) products would be all the time.
 VOCAB = 512
@@ -54,6 +66,8 @@ def optimizers() -> dict:
       "soap": (optimizer_soap(), PERIOD, PERIOD + 1),
       # kron-torch's counter: an update when update_counter + 1 >= 1 / p
       "kron": (optimizer_kron(), PERIOD - 1, 0),
+      **({"kron cached": (optimizer_kron(cache_preconditioner=True), PERIOD - 1, 0)}
+         if KRON_CACHE else {}),
   }
 
 
@@ -66,8 +80,8 @@ def optimizer_soap():
   return optimkit.soap(3e-3, precondition_frequency=PERIOD)
 
 
-def optimizer_kron():
-  return optimkit.kron(3e-4, preconditioner_update_probability=1.0 / PERIOD, seed=0)
+def optimizer_kron(**options):
+  return optimkit.kron(3e-4, preconditioner_update_probability=1.0 / PERIOD, seed=0, **options)
 
 
 def _step(tx):
@@ -111,14 +125,14 @@ def single_device(width: int, layers: int, repeats: int) -> None:
     executable, state, seconds = compiled(tx)
     for _ in range(3):
       _, state = executable(params, state, grads)
-    if name == "kron":
+    if name.startswith("kron"):
       # Kron's counter reached by real steps (an update_counter set by hand hung XLA's CPU
       # runtime in the branch without the update): 3 steps so far, the 10th updates.
       plain_state = state
       for _ in range(PERIOD - 1 - 3):
         _, state = executable(params, state, grads)
-      entries["kron refresh"] = (executable, state, seconds)
-      entries["kron no refresh"] = (executable, plain_state, None)
+      entries[f"{name} refresh"] = (executable, state, seconds)
+      entries[f"{name} no refresh"] = (executable, plain_state, None)
       continue
     entries[f"{name} refresh"] = (executable, _with_count(state, refresh, False), seconds)
     entries[f"{name} no refresh"] = (executable, _with_count(state, plain, False), None)
@@ -152,8 +166,8 @@ _SHAPE = re.compile(r"(f32|f64)\[([0-9,]*)\]")
 def lapack_flops(hlo: str) -> dict[str, float]:
   """FLOPs of the LAPACK calls in an HLO module, from their operand shapes (batch, b, b):
   eigh (syevd) ~9 b^3, QR (geqrf + orgqr) ~4/3 b^3 each, per matrix."""
-  weights = {"syevd": 9.0, "geqrf": 4.0 / 3.0, "orgqr": 4.0 / 3.0}
-  totals = {"eigh": 0.0, "qr": 0.0}
+  weights = {"syevd": 9.0, "geqrf": 4.0 / 3.0, "orgqr": 4.0 / 3.0, "trsm": 1.0}
+  totals = {"eigh": 0.0, "qr": 0.0, "trsm": 0.0}
   for line in hlo.splitlines():
     if "custom-call(" not in line or "custom_call_target" not in line:
       continue
@@ -168,6 +182,10 @@ def lapack_flops(hlo: str) -> dict[str, float]:
     dims = [int(d) for d in match.group(2).split(",") if d]
     b = dims[-1]
     batch = int(np.prod(dims[:-2])) if len(dims) > 2 else 1
+    if kind == "trsm":  # (batch, b, b) factors, (batch, m, b) right-hand sides: m b^2 each
+      rhs = [int(d) for d in _SHAPE.findall(operands)[1][1].split(",") if d]
+      totals["trsm"] += batch * int(np.prod(rhs[-2:])) * b
+      continue
     totals["eigh" if kind == "syevd" else "qr"] += weights[kind] * batch * b ** 3
   return totals
 
@@ -193,16 +211,25 @@ def layout(width: int, layers: int) -> None:
   host = transformer_tree(width, layers, vocab=VOCAB)
   assert jax.device_count() == 8
   print(f"## Eight devices: {describe(host)} (width {width}, {layers} layers)\n")
-  print("| optimizer | mesh | eigh GFLOP/device | QR GFLOP/device | LAPACK x total/8 | "
-        "step GFLOP/device | step x total/8 |")
-  print("|---|---|---|---|---|---|---|")
+  from optimkit import matrix_work
+
+  print("| optimizer | mesh | eigh GFLOP/device | QR GFLOP/device | trsm GFLOP/device | "
+        "LAPACK x total/8 | step GFLOP/device | step x total/8 | step + LAPACK x total/8 |")
+  print("|---|---|---|---|---|---|---|---|---|")
   meshes = {"FSDP (8)": ("fsdp", (8,), ("data",)), "2x4": ("2x4", (2, 4), ("data", "model"))}
   makers = {"shampoo": optimizer_shampoo, "soap": optimizer_soap, "kron": optimizer_kron}
+  if KRON_BLOCK_SIZE:
+    makers[f"kron block {KRON_BLOCK_SIZE}"] = lambda: optimizer_kron(block_size=KRON_BLOCK_SIZE)
+  if LAYOUT_OPTIMIZERS:
+    makers = {k: v for k, v in makers.items() if k in LAYOUT_OPTIMIZERS.split(",")}
+  # Compiled only, never run: per-matrix work vmapped for the cost analysis (module docstring).
+  matrix_work._LAPACK_PRIMITIVES = frozenset()
   for name, make in makers.items():
     tx = make()
     single = jax.jit(_step(tx)).lower(host, tx.init(host), host).compile()
     single_lapack = lapack_flops(single.as_text())
     single_flops = single.cost_analysis()["flops"]
+    single_all = single_flops + sum(single_lapack.values())
     for label, (kind, shape, names) in meshes.items():
       mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
       specs = mesh_specs(host, kind)
@@ -219,11 +246,14 @@ def layout(width: int, layers: int) -> None:
       total = sum(single_lapack.values())
       ratio = sum(lapack.values()) / (total / 8) if total else float("nan")
       flops = executable.cost_analysis()["flops"]
+      both = flops + sum(lapack.values())
       print(flush=True, end="")
       print(f"| {name} | {label} | {lapack['eigh'] / 1e9:.3f} | {lapack['qr'] / 1e9:.3f} | "
-            f"{ratio:.2f} | {flops / 1e9:.3f} | {flops / (single_flops / 8):.2f} |")
+            f"{lapack['trsm'] / 1e9:.3f} | {ratio:.2f} | {flops / 1e9:.3f} | "
+            f"{flops / (single_flops / 8):.2f} | {both / (single_all / 8):.2f} |")
     print(f"| {name} | one device | {single_lapack['eigh'] / 1e9:.3f} | "
-          f"{single_lapack['qr'] / 1e9:.3f} | 8 | {single_flops / 1e9:.3f} | 8 |")
+          f"{single_lapack['qr'] / 1e9:.3f} | {single_lapack['trsm'] / 1e9:.3f} | 8 | "
+          f"{single_flops / 1e9:.3f} | 8 | 8 |", flush=True)
   print()
 
 
@@ -234,14 +264,30 @@ def main(argv=None) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--mesh-width", type=int, default=256)
   parser.add_argument("--mesh-layers", type=int, default=2)
+  parser.add_argument("--kron-cache", action="store_true",
+                      help="part 1: also Kron with cache_preconditioner=True")
+  parser.add_argument("--kron-block-size", type=int, default=None,
+                      help="part 2: also Kron with this block_size")
+  parser.add_argument("--only", choices=("single", "layout"), default=None,
+                      help="run only part 1 (single) or part 2 (layout)")
+  parser.add_argument("--layout-optimizers", default=None,
+                      help="part 2: comma-separated rows to run (default: all)")
   parser.add_argument("--layout-only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  global KRON_CACHE, KRON_BLOCK_SIZE, LAYOUT_OPTIMIZERS
+  KRON_CACHE, KRON_BLOCK_SIZE = args.kron_cache, args.kron_block_size
+  LAYOUT_OPTIMIZERS = args.layout_optimizers
   if args.layout_only:
     layout(args.mesh_width, args.mesh_layers)
     return
-  single_device(args.width, args.layers, args.repeats)
+  if args.only != "layout":
+    single_device(args.width, args.layers, args.repeats)
+  if args.only == "single":
+    return
+  extra = (["--kron-block-size", str(args.kron_block_size)] if args.kron_block_size else []) + (
+      ["--layout-optimizers", args.layout_optimizers] if args.layout_optimizers else [])
   rerun_on_eight_devices(__file__, ["--layout-only", "--mesh-width", str(args.mesh_width),
-                                    "--mesh-layers", str(args.mesh_layers)])
+                                    "--mesh-layers", str(args.mesh_layers)] + extra)
 
 
 if __name__ == "__main__":

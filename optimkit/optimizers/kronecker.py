@@ -327,6 +327,7 @@ def kron(
     seed: int | None = None,
     state_storage: StorageLike = "float32",
     preconditioner_storage: matrices.StorageLike = "float32",
+    cache_preconditioner: bool = structural(False),
 ) -> optax.GradientTransformation:
   """PSGD Kron (Li 2024): SGD with momentum preconditioned by a Kronecker product of
   triangular factors, fitted to whiten the gradient on some steps.
@@ -368,6 +369,9 @@ def kron(
     state_storage: storage of the momentum.
     preconditioner_storage: storage of the triangular factors: "float32" (at least float32,
       default), "bfloat16" or "8bit" (`optimkit.state.matrices`; the diagonal stays in float).
+    cache_preconditioner: keep P_i = Q_i^T Q_i in the state, recomputed on update steps only:
+      a step without an update does one product per factor instead of two, for one more b x b
+      matrix per triangular factor (structural; default False, kron-torch's state).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -391,7 +395,8 @@ def kron(
       merge_dims, block_size=block_size, precondition_damped=precondition_damped,
       random_updates=random_updates, seed=seed,
       state_storage=storage_of("kron", "mu_dtype", mu_dtype, state_storage),
-      preconditioner_storage=preconditioner_storage)
+      preconditioner_storage=preconditioner_storage,
+      cache_preconditioner=cache_preconditioner)
   mask = _rank_at_least_2 if weight_decay_mask is None else weight_decay_mask
   return optax.chain(direction, optax.add_decayed_weights(weight_decay, mask),
                      optax.scale_by_learning_rate(learning_rate))

@@ -18,6 +18,15 @@ scalars) or chosen by `memory_save_mode`. P = kron(Q_i^T Q_i). With t the 1-base
         diagonal:   Q_i <- Q_i - precond_lr diag(D) Q_i / max|diag(S)|
     u = m_hat x_i (Q_i^T Q_i),   u <- u min(1, 1.1 / rms(u))     (update RMS clipped at 1.1)
 
+With `cache_preconditioner=True` the state also holds P_i = Q_i^T Q_i for every triangular
+factor (as heavyball's cached PSGD Kron keeps Q^T Q): it is recomputed only when the factors
+are (inside the update branch), and a step without an update applies u = m_hat x_i P_i, one
+product per factor instead of two (Q_i^T Q_i is b_i^3 work per block, the product with m_hat
+b_i^2 times the other dims). The result is the same up to rounding (P_i is the same product,
+computed at the update instead of at the use); it costs one more b_i x b_i matrix per factor,
+kept in `preconditioner_storage` (a symmetric matrix there: rounded to nearest, read back
+symmetrized). Default off: the state is kron-torch's.
+
 Before each preconditioner update the factors of a leaf are rescaled to equal inf-norms (their
 product, hence P, is unchanged: a guard against over/underflow; kron-torch does it on a random
 1% of the updates, which changes nothing else either).
@@ -77,6 +86,8 @@ class KronState(NamedTuple):
     factors: per leaf, one factor per merged (block) dim: (n_blocks, b, b) upper triangular, in
       the `preconditioner_storage` format (`optimkit.state.matrices`), or (n_blocks, b) for a
       diagonal dim (always in the compute dtype).
+    preconditioners: per leaf, with `cache_preconditioner`, P_i = Q_i^T Q_i (n_blocks, b, b) for
+      each triangular factor, in the `preconditioner_storage` format; () per leaf without it.
     update_counter: steps since the last preconditioner update (the reference's counter).
     key: raw PRNG key data (uint32) used when no key is passed to update; zeros without a seed.
   """
@@ -86,6 +97,7 @@ class KronState(NamedTuple):
   factors: Any
   update_counter: jax.Array
   key: jax.Array
+  preconditioners: Any
 
 
 def precond_update_prob_schedule(max_prob: float = 1.0, min_prob: float = 0.03,
@@ -193,12 +205,21 @@ def _updated_factors(lay: kr.KroneckerLayout, factors: list[jax.Array], h: jax.A
   return new
 
 
-def _preconditioned(lay: kr.KroneckerLayout, factors: list[jax.Array], x: jax.Array):
-  """x x_i (Q_i^T Q_i)."""
+def _grams(lay: kr.KroneckerLayout, factors: list[jax.Array]) -> list[jax.Array]:
+  """P_i = Q_i^T Q_i of every triangular factor of one leaf, in the order of its matrix dims."""
+  return [jnp.matmul(jnp.swapaxes(factors[i], 1, 2), factors[i], precision=_HIGHEST)
+          for i in lay.matrix_dims]
+
+
+def _preconditioned(lay: kr.KroneckerLayout, factors: list[jax.Array], x: jax.Array,
+                    grams: list[jax.Array] | None = None) -> jax.Array:
+  """x x_i (Q_i^T Q_i), with the products P_i = Q_i^T Q_i given (`grams`, one per matrix dim)
+  or computed here."""
+  grams = _grams(lay, factors) if grams is None else grams
+  products = dict(zip(lay.matrix_dims, grams))
   for q, i in zip(factors, range(lay.rank)):
     if lay.matrix[i]:
-      x = kr.mode_product(x, jnp.matmul(jnp.swapaxes(q, 1, 2), q, precision=_HIGHEST), i,
-                          precision=_HIGHEST)
+      x = kr.mode_product(x, products[i], i, precision=_HIGHEST)
     else:
       x = kr.scale_dim(x, q * q, i)
   return x
@@ -257,6 +278,7 @@ def scale_by_kron(
     seed: int | None = None,
     state_storage: StorageLike = "float32",
     preconditioner_storage: matrices.StorageLike = "float32",
+    cache_preconditioner: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """PSGD Kron's direction (module docstring for the equations); chain the learning rate.
 
@@ -286,6 +308,10 @@ def scale_by_kron(
       as each update changes them by a small step; at 8 bits the diagonal, which every
       triangular solve divides by, stays in the compute dtype). Diagonal factors are O(d) and
       stay in the compute dtype.
+    cache_preconditioner: keep P_i = Q_i^T Q_i in the state (in `preconditioner_storage`),
+      recomputed on update steps only, so that a step without an update does one product per
+      factor (module docstring). One more b x b matrix per triangular factor. Default False
+      (kron-torch's state).
 
   Example:
     >>> tx = optax.chain(scale_by_kron(seed=0), optax.scale_by_learning_rate(3e-4))
@@ -330,11 +356,21 @@ def scale_by_kron(
                    for i, shape in ((i, (lay.n_blocks, lay.block[i], lay.block[i]))
                                     for i in range(lay.rank)))
 
+    def grams(p):  # P_i = Q_i^T Q_i of the initial factors: scale^(2 / rank) I
+      if not cache_preconditioner:
+        return ()
+      lay = layout(p.shape)
+      scale = precond_init_scale ** (2.0 / max(lay.rank, 1))
+      return tuple(factor_store.init(jnp.broadcast_to(
+          scale * jnp.eye(lay.block[i], dtype=compute_dtype(p)),
+          (lay.n_blocks, lay.block[i], lay.block[i]))) for i in lay.matrix_dims)
+
     key = (jnp.zeros((2,), jnp.uint32) if seed is None
            else jax.random.key_data(jax.random.key(seed)))
     return KronState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
                      factors=jax.tree.map(factors, params),
-                     update_counter=jnp.zeros([], jnp.int32), key=key)
+                     update_counter=jnp.zeros([], jnp.int32), key=key,
+                     preconditioners=jax.tree.map(grams, params))
 
   def update_fn(updates, state, params=None, *, key=None, **unused):
     del params, unused
@@ -347,8 +383,11 @@ def scale_by_kron(
     grads, treedef = jax.tree.flatten(updates)
     layouts = [layout(g.shape) for g in grads]
     stored_factors = treedef.flatten_up_to(state.factors)
-    factors = [list(f) for f in kr.read_factors(factor_store, stored_factors,
-                                                [compute_dtype(g) for g in grads], "triangular")]
+    dtypes = [compute_dtype(g) for g in grads]
+    factors = [list(f) for f in kr.read_factors(factor_store, stored_factors, dtypes,
+                                                "triangular")]
+    stored_grams = treedef.flatten_up_to(state.preconditioners)
+    grams = [list(p) for p in kr.read_factors(factor_store, stored_grams, dtypes, "symmetric")]
     mu = treedef.flatten_up_to(store.read(state.mu, updates, signed=True))
 
     probability = preconditioner_update_probability
@@ -378,9 +417,10 @@ def scale_by_kron(
       mean = _block_means(lay, jnp.abs(h), _real_counts(lay))
       return h + _DAMPING * mean * noise, noise
 
-    # In a reduced format the branches take the stored factors too (`stored`, empty in
-    # float32): a step without an update keeps them as stored, an update writes the new ones.
-    def refreshed(factors, *stored):
+    # In a reduced format the branches take the stored factors (and cached products) too
+    # (`stored`, empty in float32): a step without an update keeps them as stored, an update
+    # writes the new ones. Without `cache_preconditioner` the products are empty lists.
+    def refreshed(factors, grams, *stored):
       new, damped_inputs = [], []
       for lay, leaf_factors, (x, debiased), noise in zip(layouts, factors, inputs,
                                                          _draws(key, layouts, inputs)):
@@ -391,23 +431,30 @@ def scale_by_kron(
           leaf_factors = _balanced(leaf_factors)
           leaf_factors = _updated_factors(lay, leaf_factors, h, noise, precond_lr)
         new.append([f.astype(old.dtype) for f, old in zip(leaf_factors, factors[len(new)])])
-      written = (kr.write_factors(factor_store, new, stored[0], accumulated=True),) if stored \
-          else ()
+      new_grams = [[p.astype(old.dtype) for p, old in zip(_grams(lay, leaf_factors), old_grams)]
+                   for lay, leaf_factors, old_grams in zip(layouts, new, grams)]
+      written = ((kr.write_factors(factor_store, new, stored[0], accumulated=True),
+                  kr.write_factors(factor_store, new_grams, stored[1], accumulated=False))
+                 if stored else ())
       if precondition_damped and momentum_into_precond_update:
-        return new, damped_inputs, *written
-      return new, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)], *written
+        return new, new_grams, damped_inputs, *written
+      return (new, new_grams, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)],
+              *written)
 
-    def kept(factors, *stored):
-      return factors, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)], *stored
+    def kept(factors, grams, *stored):
+      return (factors, grams, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)],
+              *stored)
 
-    extra = () if factor_store.lossless else (stored_factors,)
-    factors, preconditioned_inputs, *written = jax.lax.cond(do_update, refreshed, kept, factors,
-                                                            *extra)
-    stored_factors = written[0] if written else factors
+    extra = () if factor_store.lossless else (stored_factors, stored_grams)
+    factors, grams, preconditioned_inputs, *written = jax.lax.cond(
+        do_update, refreshed, kept, factors, grams, *extra)
+    stored_factors, stored_grams = written if written else (factors, grams)
 
     directions = []
-    for g, lay, leaf_factors, blocks in zip(grads, layouts, factors, preconditioned_inputs):
-      u = _preconditioned(lay, leaf_factors, blocks)
+    for g, lay, leaf_factors, leaf_grams, blocks in zip(grads, layouts, factors, grams,
+                                                        preconditioned_inputs):
+      u = _preconditioned(lay, leaf_factors, blocks,
+                          leaf_grams if cache_preconditioner else None)
       rms = jnp.sqrt(_block_means(lay, u * u, _real_counts(lay)))
       u = u * jnp.minimum(1.0, 1.1 / (rms + 1e-12))
       directions.append(lay.from_blocks(u).astype(g.dtype))
@@ -416,6 +463,6 @@ def scale_by_kron(
     return unflatten(directions), KronState(
         count=count, mu=store.write(unflatten(new_mu), updates, state.mu, signed=True),
         factors=unflatten([tuple(f) for f in stored_factors]), update_counter=counter,
-        key=state.key)
+        key=state.key, preconditioners=unflatten([tuple(p) for p in stored_grams]))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
