@@ -211,6 +211,24 @@ def _grams(lay: kr.KroneckerLayout, factors: list[jax.Array]) -> list[jax.Array]
           for i in lay.matrix_dims]
 
 
+def _block_fit(step_size: Any, with_grams: bool) -> Callable[..., tuple]:
+  """The fit of ONE block, for `kr.map_stacked`: (h, V, *factors) of the block (a factor of
+  ndim 2 is triangular, of ndim 1 diagonal) -> (*new factors, *their P_i if `with_grams`)."""
+
+  def fit(h, noise, *factors):
+    flags = tuple(q.ndim == 2 for q in factors)
+    lay = kr.KroneckerLayout(h.shape, h.shape, h.shape, (1,) * h.ndim, flags)
+    # `map_matrices` pads the stack with zero blocks to a multiple of the device count: identity
+    # factors there keep the (discarded) result finite. A real factor is never all zeros.
+    guarded = [jnp.where(jnp.all(q == 0), jnp.eye(q.shape[0], dtype=q.dtype) if q.ndim == 2
+                         else jnp.ones_like(q), q)[None] for q in factors]
+    new = _updated_factors(lay, _balanced(guarded), h[None], noise[None], step_size)
+    grams = _grams(lay, new) if with_grams else []
+    return tuple(x[0] for x in new + grams)
+
+  return fit
+
+
 def _preconditioned(lay: kr.KroneckerLayout, factors: list[jax.Array], x: jax.Array,
                     grams: list[jax.Array] | None = None) -> jax.Array:
   """x x_i (Q_i^T Q_i), with the products P_i = Q_i^T Q_i given (`grams`, one per matrix dim)
@@ -421,18 +439,33 @@ def scale_by_kron(
     # (`stored`, empty in float32): a step without an update keeps them as stored, an update
     # writes the new ones. Without `cache_preconditioner` the products are empty lists.
     def refreshed(factors, grams, *stored):
-      new, damped_inputs = [], []
-      for lay, leaf_factors, (x, debiased), noise in zip(layouts, factors, inputs,
-                                                         _draws(key, layouts, inputs)):
+      new = [list(f) for f in factors]
+      new_grams: list = [None] * len(layouts)
+      damped_inputs, spread = [], []
+      for k, (lay, leaf_factors, (x, debiased), noise) in enumerate(
+          zip(layouts, factors, inputs, _draws(key, layouts, inputs))):
         h = lay.to_blocks(debiased if momentum_into_precond_update else x)
         h, noise = damped(lay, h, noise)
         damped_inputs.append(h)
-        if lay.n_blocks and lay.rank and 0 not in lay.block:  # (an empty leaf: nothing to fit)
-          leaf_factors = _balanced(leaf_factors)
-          leaf_factors = _updated_factors(lay, leaf_factors, h, noise, precond_lr)
-        new.append([f.astype(old.dtype) for f, old in zip(leaf_factors, factors[len(new)])])
-      new_grams = [[p.astype(old.dtype) for p, old in zip(_grams(lay, leaf_factors), old_grams)]
-                   for lay, leaf_factors, old_grams in zip(layouts, new, grams)]
+        if not (lay.n_blocks and lay.rank and 0 not in lay.block):
+          continue  # an empty leaf: nothing to fit
+        if block_size is not None and not lay.diagonal:
+          spread.append((k, (h, noise, *leaf_factors)))
+        else:
+          new[k] = _updated_factors(lay, _balanced(leaf_factors), h, noise, precond_lr)
+      # Blocked leaves: every block's fit (and its P_i) computed once, on one device of the mesh,
+      # all leaves' blocks of one shape in one stack (`kr.map_stacked`); unblocked leaves are
+      # left to GSPMD (a single big factor cannot be split: on one device the others would
+      # wait).
+      fit = _block_fit(precond_lr, cache_preconditioner)
+      for (k, _), out in zip(spread, kr.map_stacked(fit, [stack for _, stack in spread])):
+        rank = layouts[k].rank
+        new[k], new_grams[k] = list(out[:rank]), list(out[rank:])
+      new = [[f.astype(old.dtype) for f, old in zip(leaf_new, leaf_old)]
+             for leaf_new, leaf_old in zip(new, factors)]
+      new_grams = [[p.astype(old.dtype) for p, old in zip(
+          _grams(lay, leaf_new) if fresh is None else fresh, old_grams)]
+          for lay, leaf_new, fresh, old_grams in zip(layouts, new, new_grams, grams)]
       written = ((kr.write_factors(factor_store, new, stored[0], accumulated=True),
                   kr.write_factors(factor_store, new_grams, stored[1], accumulated=False))
                  if stored else ())

@@ -246,7 +246,7 @@ def test_cached_preconditioner_is_the_factors_product_and_is_counted():
   assert state.preconditioners["b"] == ()
   assert memory.state_bytes(cached, params) - memory.state_bytes(plain, params) == 4 * (36 + 25)
   step = jax.jit(cached.update)
-  for t in range(4):  # updates on every 2nd step: P read back on the others
+  for _ in range(4):  # updates on every 2nd step: P read back on the others
     before = state
     _, state = step(grads, state, params)
     for q, p in zip(state.factors["w"], state.preconditioners["w"]):
