@@ -19,7 +19,7 @@
    against one device's / 8.
 
 Kron options: `--kron-cache` adds Kron with `cache_preconditioner=True` (Q^T Q kept between
-updates) to part 1; `--kron-block-size B` adds Kron with `block_size=B` to part 2 (its factor
+updates) to part 1; `--kron-block-size B` adds Kron with `block_size=B` to both parts (its factor
 fit is then one stack of same-size blocks, spread over the mesh by `map_stacked`).
 Triangular solves (LAPACK trsm, opaque to the cost analysis like eigh) are counted as b^2 m per
 (b x b) factor and m right-hand sides. On CPU `optimkit.matrix_work` runs a function that calls
@@ -68,6 +68,11 @@ def optimizers() -> dict:
       "kron": (optimizer_kron(), PERIOD - 1, 0),
       **({"kron cached": (optimizer_kron(cache_preconditioner=True), PERIOD - 1, 0)}
          if KRON_CACHE else {}),
+      **({f"kron block {KRON_BLOCK_SIZE}": (optimizer_kron(block_size=KRON_BLOCK_SIZE),
+                                            PERIOD - 1, 0)} if KRON_BLOCK_SIZE else {}),
+      **({f"kron block {KRON_BLOCK_SIZE} cached": (
+          optimizer_kron(block_size=KRON_BLOCK_SIZE, cache_preconditioner=True), PERIOD - 1, 0)}
+         if KRON_BLOCK_SIZE and KRON_CACHE else {}),
   }
 
 

@@ -27,6 +27,13 @@ computed at the update instead of at the use); it costs one more b_i x b_i matri
 kept in `preconditioner_storage` (a symmetric matrix there: rounded to nearest, read back
 symmetrized). Default off: the state is kron-torch's.
 
+Where the fit runs: with `block_size`, every block's fit (and its P_i) is a function of that
+block alone, and the blocks of all leaves with a triangular factor go, one stack per block
+shape, through `kronecker.map_stacked` (`optimkit.matrix_work.map_matrices`): on a mesh each
+block is fitted once, on one device, as Shampoo's roots. Without blocking each leaf's fit is
+left to GSPMD, which partitions its products but replicates its triangular solves; a single
+b x b factor cannot be split, so unblocked trees (few, large factors) cannot spread evenly.
+
 Before each preconditioner update the factors of a leaf are rescaled to equal inf-norms (their
 product, hence P, is unchanged: a guard against over/underflow; kron-torch does it on a random
 1% of the updates, which changes nothing else either).
