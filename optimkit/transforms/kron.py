@@ -50,7 +50,10 @@ every device), or construct with `seed=` and the state carries a key, folded wit
 count; as `scale_by_sophia`. The V of all leaves are one draw
 `jax.random.normal(key, (total,))` split in tree-flatten order, each piece reshaped to the
 leaf's blocks (n_blocks, *block); with `random_updates` the update draw uses
-`jax.random.fold_in(key, number of leaves)`.
+`jax.random.fold_in(key, number of leaves)`. Except, with `block_size`, the leaves whose fit is
+spread per block (below): block j of them (numbered across these leaves in tree order) draws
+its own V = `jax.random.normal(fold_in(fold_in(key, number of leaves + 1), j), block)`, on the
+device that fits it (a slice of one flat draw would have to be laid out as the blocks first).
 
 Checked against kron-torch 0.3.3 `Kron` fed the same V (tests/transforms/test_kron.py). Where it
 differs from that reference:
@@ -218,11 +221,33 @@ def _grams(lay: kr.KroneckerLayout, factors: list[jax.Array]) -> list[jax.Array]
           for i in lay.matrix_dims]
 
 
-def _block_fit(step_size: Any, with_grams: bool) -> Callable[..., tuple]:
-  """The fit of ONE block, for `kr.map_stacked`: (h, V, *factors) of the block (a factor of
-  ndim 2 is triangular, of ndim 1 diagonal) -> (*new factors, *their P_i if `with_grams`)."""
+def _key_as_floats(key: jax.Array) -> jax.Array:
+  """A key's uint32 words as their 16-bit halves in float32 (exact in any float dtype >= 16
+  bits of mantissa): `map_stacked` packs every input of a block in one float dtype."""
+  words = jax.random.key_data(key)
+  return jnp.stack([words >> 16, words & 0xFFFF], axis=-1).reshape(
+      words.shape[:-1] + (-1,)).astype(jnp.float32)
 
-  def fit(h, noise, *factors):
+
+def _key_from_floats(halves: jax.Array, impl: Any) -> jax.Array:
+  pairs = halves.astype(jnp.uint32).reshape(-1, 2)
+  return jax.random.wrap_key_data((pairs[:, 0] << 16) | pairs[:, 1], impl=impl)
+
+
+def _block_fit(step_size: Any, with_grams: bool, with_damped: bool, impl: Any
+               ) -> Callable[..., tuple]:
+  """The fit of ONE block, for `kr.map_stacked`: (h, key (`_key_as_floats`), real-entry count,
+  padding mask per dim, *factors) of the block (a factor of ndim 2 is triangular, of ndim 1
+  diagonal) -> (*new factors, *their P_i if `with_grams`, the damped h if `with_damped`). V is
+  drawn here, from the block's key, so that it is drawn where the block is fitted."""
+
+  def fit(h, key_halves, count, *rest):
+    masks, factors = rest[:h.ndim], rest[h.ndim:]
+    key = _key_from_floats(key_halves, impl)
+    noise = jax.random.normal(key, h.shape, h.dtype)
+    for i, mask in enumerate(masks):  # zero on the padding, as h
+      noise = noise * mask.reshape((1,) * i + (-1,) + (1,) * (h.ndim - i - 1))
+    h = h + _DAMPING * (jnp.sum(jnp.abs(h)) / count) * noise
     flags = tuple(q.ndim == 2 for q in factors)
     lay = kr.KroneckerLayout(h.shape, h.shape, h.shape, (1,) * h.ndim, flags)
     # `map_matrices` pads the stack with zero blocks to a multiple of the device count: identity
@@ -231,7 +256,7 @@ def _block_fit(step_size: Any, with_grams: bool) -> Callable[..., tuple]:
                          else jnp.ones_like(q), q)[None] for q in factors]
     new = _updated_factors(lay, _balanced(guarded), h[None], noise[None], step_size)
     grams = _grams(lay, new) if with_grams else []
-    return tuple(x[0] for x in new + grams)
+    return tuple(x[0] for x in new + grams) + ((h,) if with_damped else ())
 
   return fit
 
@@ -448,26 +473,43 @@ def scale_by_kron(
     def refreshed(factors, grams, *stored):
       new = [list(f) for f in factors]
       new_grams: list = [None] * len(layouts)
-      damped_inputs, spread = [], []
-      for k, (lay, leaf_factors, (x, debiased), noise) in enumerate(
-          zip(layouts, factors, inputs, _draws(key, layouts, inputs))):
-        h = lay.to_blocks(debiased if momentum_into_precond_update else x)
-        h, noise = damped(lay, h, noise)
-        damped_inputs.append(h)
-        if not (lay.n_blocks and lay.rank and 0 not in lay.block):
-          continue  # an empty leaf: nothing to fit
-        if block_size is not None and not lay.diagonal:
-          spread.append((k, (h, noise, *leaf_factors)))
-        else:
-          new[k] = _updated_factors(lay, _balanced(leaf_factors), h, noise, precond_lr)
-      # Blocked leaves: every block's fit (and its P_i) computed once, on one device of the mesh,
-      # all leaves' blocks of one shape in one stack (`kr.map_stacked`); unblocked leaves are
-      # left to GSPMD (a single big factor cannot be split: on one device the others would
-      # wait).
-      fit = _block_fit(precond_lr, cache_preconditioner)
-      for (k, _), out in zip(spread, kr.map_stacked(fit, [stack for _, stack in spread])):
-        rank = layouts[k].rank
-        new[k], new_grams[k] = list(out[:rank]), list(out[rank:])
+      damped_inputs = [lay.to_blocks(debiased if momentum_into_precond_update else x)
+                       for lay, (x, debiased) in zip(layouts, inputs)]
+      # Blocked leaves: every block's fit (its V, damping, new factors and P_i) computed once,
+      # on one device of the mesh, all leaves' blocks of one shape in one stack
+      # (`kr.map_stacked`); unblocked leaves are left to GSPMD (a single big factor cannot be
+      # split: on one device the others would wait).
+      fitted = [k for k, lay in enumerate(layouts)
+                if lay.n_blocks and lay.rank and 0 not in lay.block]  # (an empty leaf: no fit)
+      spread = [k for k in fitted if block_size is not None and not layouts[k].diagonal]
+      local = [k for k in fitted if k not in spread]
+      draws = _draws(key, [layouts[k] for k in local], [inputs[k] for k in local]) if local \
+          else []
+      for k, noise in zip(local, draws):
+        h, noise = damped(layouts[k], damped_inputs[k], noise)
+        damped_inputs[k] = h
+        new[k] = _updated_factors(layouts[k], _balanced(factors[k]), h, noise, precond_lr)
+      with_damped = precondition_damped and momentum_into_precond_update
+      typed = (key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+               else jax.random.wrap_key_data(key))  # a raw uint32 key (jax.random.PRNGKey)
+      spread_key, first, stacks = jax.random.fold_in(typed, len(grads) + 1), 0, []
+      fit = _block_fit(precond_lr, cache_preconditioner, with_damped,
+                       jax.random.key_impl(spread_key))
+      for k in spread:
+        lay, h = layouts[k], damped_inputs[k]
+        keys = jax.vmap(lambda j: _key_as_floats(jax.random.fold_in(spread_key, j)))(
+            jnp.arange(first, first + lay.n_blocks))
+        first += lay.n_blocks
+        stacks.append((h, keys,
+                       jnp.asarray(_real_counts(lay), h.dtype),
+                       *(jnp.asarray(lay.dim_mask(i, h.dtype)) for i in range(lay.rank)),
+                       *factors[k]))
+      for k, out in zip(spread, kr.map_stacked(fit, stacks)):
+        rank, matrices = layouts[k].rank, len(layouts[k].matrix_dims)
+        new[k] = list(out[:rank])
+        new_grams[k] = list(out[rank:rank + (matrices if cache_preconditioner else 0)])
+        if with_damped:
+          damped_inputs[k] = out[-1]
       new = [[f.astype(old.dtype) for f, old in zip(leaf_new, leaf_old)]
              for leaf_new, leaf_old in zip(new, factors)]
       new_grams = [[p.astype(old.dtype) for p, old in zip(
@@ -476,7 +518,7 @@ def scale_by_kron(
       written = ((kr.write_factors(factor_store, new, stored[0], accumulated=True),
                   kr.write_factors(factor_store, new_grams, stored[1], accumulated=False))
                  if stored else ())
-      if precondition_damped and momentum_into_precond_update:
+      if with_damped:
         return new, new_grams, damped_inputs, *written
       return (new, new_grams, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)],
               *written)

@@ -131,7 +131,10 @@ def test_blocks_are_separate_kron_parameters(cache, reference_kron):
   pieces.noise = [{k: n["g"][s] for k, s in corners.items()} for n in whole.noise]
 
   def noise(step):  # the V of the four blocks, without their padding
-    (draws,) = _noise(step, [(4, 5, 5)])
+    # Blocked: block j draws its own V from fold_in(fold_in(key, leaves + 1), j) (one leaf).
+    spread = jax.random.fold_in(_key(step), 2)
+    draws = [np.asarray(jax.random.normal(jax.random.fold_in(spread, j), (5, 5), jnp.float64))
+             for j in range(4)]
     return [d[:shape[0], :shape[1]] for d, shape in zip(draws, pieces.shapes.values())]
 
   reference = run_torch(lambda p: reference_kron(p, noise, lr=LR, precond_dtype=torch.float64,
