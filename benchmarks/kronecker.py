@@ -51,7 +51,7 @@ from benchmarks.muon import transformer_tree  # noqa: E402
 PERIOD = 10
 KRON_CACHE = False  # part 1: also Kron with cache_preconditioner=True (--kron-cache)
 KRON_BLOCK_SIZE = None  # part 2: also Kron with block_size= (--kron-block-size)
-LAYOUT_OPTIMIZERS = None  # part 2: the rows to run, comma-separated (--layout-optimizers)
+ROWS = None  # the optimizer rows to run in both parts, comma-separated (--rows)
 # A small vocabulary: an unblocked (vocab, width) embedding gives Kron a vocab x vocab triangular
 # factor (and SOAP a vocab x vocab basis), whose O(vocab^3) products would be all the time.
 VOCAB = 512
@@ -127,6 +127,8 @@ def single_device(width: int, layers: int, repeats: int) -> None:
     _, state = executable(params, state, grads)
   entries["adamw"] = (executable, state, seconds)
   for name, (tx, refresh, plain) in optimizers().items():
+    if ROWS and name not in ROWS.split(","):
+      continue
     executable, state, seconds = compiled(tx)
     for _ in range(3):
       _, state = executable(params, state, grads)
@@ -225,8 +227,8 @@ def layout(width: int, layers: int) -> None:
   makers = {"shampoo": optimizer_shampoo, "soap": optimizer_soap, "kron": optimizer_kron}
   if KRON_BLOCK_SIZE:
     makers[f"kron block {KRON_BLOCK_SIZE}"] = lambda: optimizer_kron(block_size=KRON_BLOCK_SIZE)
-  if LAYOUT_OPTIMIZERS:
-    makers = {k: v for k, v in makers.items() if k in LAYOUT_OPTIMIZERS.split(",")}
+  if ROWS:
+    makers = {k: v for k, v in makers.items() if k in ROWS.split(",")}
   # Compiled only, never run: per-matrix work vmapped for the cost analysis (module docstring).
   matrix_work._LAPACK_PRIMITIVES = frozenset()
   for name, make in makers.items():
@@ -275,13 +277,13 @@ def main(argv=None) -> None:
                       help="part 2: also Kron with this block_size")
   parser.add_argument("--only", choices=("single", "layout"), default=None,
                       help="run only part 1 (single) or part 2 (layout)")
-  parser.add_argument("--layout-optimizers", default=None,
-                      help="part 2: comma-separated rows to run (default: all)")
+  parser.add_argument("--rows", default=None,
+                      help="comma-separated optimizer rows to run in both parts, e.g. "
+                           "'kron,kron cached' (default: all; AdamW always runs in part 1)")
   parser.add_argument("--layout-only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  global KRON_CACHE, KRON_BLOCK_SIZE, LAYOUT_OPTIMIZERS
-  KRON_CACHE, KRON_BLOCK_SIZE = args.kron_cache, args.kron_block_size
-  LAYOUT_OPTIMIZERS = args.layout_optimizers
+  global KRON_CACHE, KRON_BLOCK_SIZE, ROWS
+  KRON_CACHE, KRON_BLOCK_SIZE, ROWS = args.kron_cache, args.kron_block_size, args.rows
   if args.layout_only:
     layout(args.mesh_width, args.mesh_layers)
     return
@@ -290,7 +292,7 @@ def main(argv=None) -> None:
   if args.only == "single":
     return
   extra = (["--kron-block-size", str(args.kron_block_size)] if args.kron_block_size else []) + (
-      ["--layout-optimizers", args.layout_optimizers] if args.layout_optimizers else [])
+      ["--rows", args.rows] if args.rows else [])
   rerun_on_eight_devices(__file__, ["--layout-only", "--mesh-width", str(args.mesh_width),
                                     "--mesh-layers", str(args.mesh_layers)] + extra)
 
