@@ -361,7 +361,8 @@ def kron(
     weight_decay_mask: which leaves decay (tree of bools or callable); None: rank >= 2, as
       kron-torch.
     block_size: cut dims above this into blocks, each preconditioned as its own parameter
-      (structural; None: none, as kron-torch).
+      (structural; None: none, as kron-torch). On a mesh each block's fit runs once, on one
+      device (`optimkit.transforms.kron`); V is then drawn per block.
     precondition_damped: on update steps precondition the damped m_hat, as kron-torch does;
       False (default): m_hat itself, as the paper and psgd_torch.
     random_updates: draw each update with probability p instead of the counter.

@@ -348,7 +348,8 @@ def scale_by_kron(
     precond_init_scale: initial P = scale^2 I (each factor scale^(1/rank)), > 0. Default 1.
     merge_dims: merge leaves of more than two dims into matrices. Default True.
     block_size: cut dims above this into blocks, each preconditioned as its own parameter
-      (None: no blocking, as kron-torch).
+      (None: no blocking, as kron-torch). Blocked leaves are fitted block by block, each block
+      once on one device of a mesh, with V drawn per block (module docstring).
     precondition_damped: precondition the damped m_hat on update steps, as kron-torch does.
     random_updates: draw each update with probability p instead of kron-torch's counter.
     seed: seed of the state's PRNG key; None: pass `key=` to every update.
