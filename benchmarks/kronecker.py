@@ -14,12 +14,19 @@
    kernels' first axis over 8) and 2 x 4 meshes: per device, the eigendecompositions / QRs the
    compiled refresh runs (read off the partitioned HLO: LAPACK custom calls are opaque to XLA's
    cost analysis on CPU, so their FLOPs are counted from their per-device operand shapes,
-   ~9 b^3 per eigh with vectors, ~(4/3 + 4/3) b^3 per QR, times the trip count of the loop that
-   runs them: on CPU `map_matrices` calls LAPACK one matrix at a time) against the
-   single-device total / 8, and the whole step's per-device FLOPs (XLA's cost analysis of the
-   partitioned executable, which counts every branch of the refresh's conditional) against
-   one device's / 8. SOAP runs unblocked (its default, the reference's) and with `block_size`
-   256 and 128 (`--mesh-only` picks rows).
+   ~9 b^3 per eigh with vectors, ~(4/3 + 4/3) b^3 per QR) against the single-device total / 8,
+   and the whole step's per-device FLOPs (XLA's cost analysis of the partitioned executable)
+   against one device's / 8. SOAP runs unblocked (its default, the reference's) and with
+   `block_size` 256 and 128.
+
+Kron options: `--kron-cache` adds Kron with `cache_preconditioner=True` (Q^T Q kept between
+updates) to part 1; `--kron-block-size B` adds Kron with `block_size=B` to both parts (its factor
+fit is then one stack of same-size blocks, spread over the mesh by `map_stacked`).
+Triangular solves (LAPACK trsm, opaque to the cost analysis like eigh) are counted as b^2 m per
+(b x b) factor and m right-hand sides. On CPU `optimkit.matrix_work` runs a function that calls
+LAPACK one matrix at a time (`lax.map`, a while loop), and XLA's cost analysis counts a loop
+body once whatever its trip count; part 2 only compiles, so it compiles with those functions
+vmapped (the same work, visible to the cost analysis).
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from benchmarks.common import describe, machine, rerun_on_eight_devices  # noqa:
 from benchmarks.muon import transformer_tree  # noqa: E402
 
 PERIOD = 10
+KRON_CACHE = False  # part 1: also Kron with cache_preconditioner=True (--kron-cache)
+KRON_BLOCK_SIZE = None  # part 2: also Kron with block_size= (--kron-block-size)
+ROWS = None  # the optimizer rows to run in both parts, comma-separated (--rows)
 # A small vocabulary: an unblocked (vocab, width) embedding gives Kron a vocab x vocab triangular
 # factor (and SOAP a vocab x vocab basis), whose O(vocab^3) products would be all the time.
 VOCAB = 512
@@ -57,6 +67,13 @@ def optimizers() -> dict:
       "soap": (optimizer_soap(), PERIOD, PERIOD + 1),
       # kron-torch's counter: an update when update_counter + 1 >= 1 / p
       "kron": (optimizer_kron(), PERIOD - 1, 0),
+      **({"kron cached": (optimizer_kron(cache_preconditioner=True), PERIOD - 1, 0)}
+         if KRON_CACHE else {}),
+      **({f"kron block {KRON_BLOCK_SIZE}": (optimizer_kron(block_size=KRON_BLOCK_SIZE),
+                                            PERIOD - 1, 0)} if KRON_BLOCK_SIZE else {}),
+      **({f"kron block {KRON_BLOCK_SIZE} cached": (
+          optimizer_kron(block_size=KRON_BLOCK_SIZE, cache_preconditioner=True), PERIOD - 1, 0)}
+         if KRON_BLOCK_SIZE and KRON_CACHE else {}),
   }
 
 
@@ -74,8 +91,8 @@ def optimizer_soap_blocked(block_size: int):
   return lambda: optimkit.soap(3e-3, precondition_frequency=PERIOD, block_size=block_size)
 
 
-def optimizer_kron():
-  return optimkit.kron(3e-4, preconditioner_update_probability=1.0 / PERIOD, seed=0)
+def optimizer_kron(**options):
+  return optimkit.kron(3e-4, preconditioner_update_probability=1.0 / PERIOD, seed=0, **options)
 
 
 def _step(tx):
@@ -116,17 +133,19 @@ def single_device(width: int, layers: int, repeats: int) -> None:
     _, state = executable(params, state, grads)
   entries["adamw"] = (executable, state, seconds)
   for name, (tx, refresh, plain) in optimizers().items():
+    if ROWS and name not in ROWS.split(","):
+      continue
     executable, state, seconds = compiled(tx)
     for _ in range(3):
       _, state = executable(params, state, grads)
-    if name == "kron":
+    if name.startswith("kron"):
       # Kron's counter reached by real steps (an update_counter set by hand hung XLA's CPU
       # runtime in the branch without the update): 3 steps so far, the 10th updates.
       plain_state = state
       for _ in range(PERIOD - 1 - 3):
         _, state = executable(params, state, grads)
-      entries["kron refresh"] = (executable, state, seconds)
-      entries["kron no refresh"] = (executable, plain_state, None)
+      entries[f"{name} refresh"] = (executable, state, seconds)
+      entries[f"{name} no refresh"] = (executable, plain_state, None)
       continue
     entries[f"{name} refresh"] = (executable, _with_count(state, refresh, False), seconds)
     entries[f"{name} no refresh"] = (executable, _with_count(state, plain, False), None)
@@ -155,67 +174,32 @@ def single_device(width: int, layers: int, repeats: int) -> None:
 # Eight devices (run in the subprocess).
 
 _SHAPE = re.compile(r"(f32|f64)\[([0-9,]*)\]")
-_HEADER = re.compile(r"^(ENTRY )?%?([\w.\-]+) \(")
-_CALLED = re.compile(r"\b(body|calls|to_apply)=%([\w.\-]+)")
-_BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
-_TRIPS = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
-
-
-def _runs_per_step(hlo: str) -> tuple[dict[str, list[str]], dict[str, int]]:
-  """The module's computations (name -> instruction lines) and how many times each runs in one
-  call of the entry: a while body its known trip count times its caller's (the per-matrix
-  `lax.map` of `optimkit.matrix_work` on CPU runs one LAPACK call per matrix in a loop), every
-  branch of a conditional once (the refresh's eigh and QR branches both count)."""
-  computations: dict[str, list[str]] = {}
-  entry, current = "", None
-  for line in hlo.splitlines():
-    header = _HEADER.match(line)
-    if header and line.rstrip().endswith("{"):
-      current = header.group(2)
-      computations[current] = []
-      entry = current if header.group(1) else entry
-    elif current is not None:
-      computations[current].append(line)
-  runs: dict[str, int] = {}
-
-  def visit(name: str, times: int) -> None:
-    runs[name] = runs.get(name, 0) + times
-    for line in computations.get(name, []):
-      trips = _TRIPS.search(line)
-      for kind, callee in _CALLED.findall(line):
-        visit(callee, times * (int(trips.group(1)) if kind == "body" and trips else 1))
-      for branches in _BRANCHES.findall(line):
-        for callee in re.findall(r"%([\w.\-]+)", branches):
-          visit(callee, times)
-
-  visit(entry, 1)
-  return computations, runs
 
 
 def lapack_flops(hlo: str) -> dict[str, float]:
-  """FLOPs of the LAPACK calls in an HLO module, from their operand shapes (batch, b, b) and how
-  many times their computation runs: eigh (syevd) ~9 b^3, QR (geqrf + orgqr) ~4/3 b^3 each, per
-  matrix."""
-  weights = {"syevd": 9.0, "geqrf": 4.0 / 3.0, "orgqr": 4.0 / 3.0}
-  totals = {"eigh": 0.0, "qr": 0.0}
-  computations, runs = _runs_per_step(hlo)
-  for name, lines in computations.items():
-    for line in lines:
-      if "custom-call(" not in line or "custom_call_target" not in line:
-        continue
-      target = line.split('custom_call_target="', 1)[1].split('"', 1)[0]
-      kind = next((k for k in weights if k in target), None)
-      if kind is None:
-        continue
-      operands = line.split("custom-call(", 1)[1]
-      match = _SHAPE.search(operands)
-      if not match:
-        continue
-      dims = [int(d) for d in match.group(2).split(",") if d]
-      b = dims[-1]
-      batch = int(np.prod(dims[:-2])) if len(dims) > 2 else 1
-      totals["eigh" if kind == "syevd" else "qr"] += (weights[kind] * batch * b ** 3
-                                                      * runs.get(name, 0))
+  """FLOPs of the LAPACK calls in an HLO module, from their operand shapes (batch, b, b):
+  eigh (syevd) ~9 b^3, QR (geqrf + orgqr) ~4/3 b^3 each, per matrix."""
+  weights = {"syevd": 9.0, "geqrf": 4.0 / 3.0, "orgqr": 4.0 / 3.0, "trsm": 1.0}
+  totals = {"eigh": 0.0, "qr": 0.0, "trsm": 0.0}
+  for line in hlo.splitlines():
+    if "custom-call(" not in line or "custom_call_target" not in line:
+      continue
+    target = line.split('custom_call_target="', 1)[1].split('"', 1)[0]
+    kind = next((k for k in weights if k in target), None)
+    if kind is None:
+      continue
+    operands = line.split("custom-call(", 1)[1]
+    match = _SHAPE.search(operands)
+    if not match:
+      continue
+    dims = [int(d) for d in match.group(2).split(",") if d]
+    b = dims[-1]
+    batch = int(np.prod(dims[:-2])) if len(dims) > 2 else 1
+    if kind == "trsm":  # (batch, b, b) factors, (batch, m, b) right-hand sides: m b^2 each
+      rhs = [int(d) for d in _SHAPE.findall(operands)[1][1].split(",") if d]
+      totals["trsm"] += batch * int(np.prod(rhs[-2:])) * b
+      continue
+    totals["eigh" if kind == "syevd" else "qr"] += weights[kind] * batch * b ** 3
   return totals
 
 
@@ -232,14 +216,7 @@ def mesh_specs(params, kind: str):
   return jax.tree_util.tree_map_with_path(spec, params)
 
 
-def mesh_optimizers() -> dict:
-  """name -> optimizer factory, for the eight-device layout."""
-  return {"shampoo": optimizer_shampoo, "soap": optimizer_soap,
-          "soap block 256": optimizer_soap_blocked(256),
-          "soap block 128": optimizer_soap_blocked(128), "kron": optimizer_kron}
-
-
-def layout(width: int, layers: int, only: list[str] | None = None) -> None:
+def layout(width: int, layers: int) -> None:
   from jax.sharding import AxisType, NamedSharding
 
   from optimkit import sharding
@@ -247,16 +224,28 @@ def layout(width: int, layers: int, only: list[str] | None = None) -> None:
   host = transformer_tree(width, layers, vocab=VOCAB)
   assert jax.device_count() == 8
   print(f"## Eight devices: {describe(host)} (width {width}, {layers} layers)\n")
-  print("| optimizer | mesh | eigh GFLOP/device | QR GFLOP/device | LAPACK x total/8 | "
-        "step GFLOP/device | step x total/8 |")
-  print("|---|---|---|---|---|---|---|")
+  from optimkit import matrix_work
+
+  print("| optimizer | mesh | eigh GFLOP/device | QR GFLOP/device | trsm GFLOP/device | "
+        "LAPACK x total/8 | step GFLOP/device | step x total/8 | step + LAPACK x total/8 |")
+  print("|---|---|---|---|---|---|---|---|---|")
   meshes = {"FSDP (8)": ("fsdp", (8,), ("data",)), "2x4": ("2x4", (2, 4), ("data", "model"))}
-  makers = {name: make for name, make in mesh_optimizers().items() if not only or name in only}
+  # SOAP unblocked is its default (the reference's); blocked is what spreads its bases.
+  makers = {"shampoo": optimizer_shampoo, "soap": optimizer_soap,
+            "soap block 256": optimizer_soap_blocked(256),
+            "soap block 128": optimizer_soap_blocked(128), "kron": optimizer_kron}
+  if KRON_BLOCK_SIZE:
+    makers[f"kron block {KRON_BLOCK_SIZE}"] = lambda: optimizer_kron(block_size=KRON_BLOCK_SIZE)
+  if ROWS:
+    makers = {k: v for k, v in makers.items() if k in ROWS.split(",")}
+  # Compiled only, never run: per-matrix work vmapped for the cost analysis (module docstring).
+  matrix_work._LAPACK_PRIMITIVES = frozenset()
   for name, make in makers.items():
     tx = make()
     single = jax.jit(_step(tx)).lower(host, tx.init(host), host).compile()
     single_lapack = lapack_flops(single.as_text())
     single_flops = single.cost_analysis()["flops"]
+    single_all = single_flops + sum(single_lapack.values())
     for label, (kind, shape, names) in meshes.items():
       mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
       specs = mesh_specs(host, kind)
@@ -273,11 +262,14 @@ def layout(width: int, layers: int, only: list[str] | None = None) -> None:
       total = sum(single_lapack.values())
       ratio = sum(lapack.values()) / (total / 8) if total else float("nan")
       flops = executable.cost_analysis()["flops"]
+      both = flops + sum(lapack.values())
       print(flush=True, end="")
       print(f"| {name} | {label} | {lapack['eigh'] / 1e9:.3f} | {lapack['qr'] / 1e9:.3f} | "
-            f"{ratio:.2f} | {flops / 1e9:.3f} | {flops / (single_flops / 8):.2f} |")
+            f"{lapack['trsm'] / 1e9:.3f} | {ratio:.2f} | {flops / 1e9:.3f} | "
+            f"{flops / (single_flops / 8):.2f} | {both / (single_all / 8):.2f} |")
     print(f"| {name} | one device | {single_lapack['eigh'] / 1e9:.3f} | "
-          f"{single_lapack['qr'] / 1e9:.3f} | 8 | {single_flops / 1e9:.3f} | 8 |")
+          f"{single_lapack['qr'] / 1e9:.3f} | {single_lapack['trsm'] / 1e9:.3f} | 8 | "
+          f"{single_flops / 1e9:.3f} | 8 | 8 |", flush=True)
   print()
 
 
@@ -288,20 +280,30 @@ def main(argv=None) -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--mesh-width", type=int, default=256)
   parser.add_argument("--mesh-layers", type=int, default=2)
-  parser.add_argument("--mesh-only", default="",
-                      help="comma-separated rows of the eight-device layout to run (default: "
-                           f"all of {', '.join(mesh_optimizers())}); skips the one-device part")
+  parser.add_argument("--kron-cache", action="store_true",
+                      help="part 1: also Kron with cache_preconditioner=True")
+  parser.add_argument("--kron-block-size", type=int, default=None,
+                      help="part 2: also Kron with this block_size")
+  parser.add_argument("--only", choices=("single", "layout"), default=None,
+                      help="run only part 1 (single) or part 2 (layout)")
+  parser.add_argument("--rows", default=None,
+                      help="comma-separated optimizer rows to run in both parts, e.g. "
+                           "'kron,kron cached' (default: all; AdamW always runs in part 1)")
   parser.add_argument("--layout-only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  only = [name for name in args.mesh_only.split(",") if name]
+  global KRON_CACHE, KRON_BLOCK_SIZE, ROWS
+  KRON_CACHE, KRON_BLOCK_SIZE, ROWS = args.kron_cache, args.kron_block_size, args.rows
   if args.layout_only:
-    layout(args.mesh_width, args.mesh_layers, only)
+    layout(args.mesh_width, args.mesh_layers)
     return
-  if not only:
+  if args.only != "layout":
     single_device(args.width, args.layers, args.repeats)
+  if args.only == "single":
+    return
+  extra = (["--kron-block-size", str(args.kron_block_size)] if args.kron_block_size else []) + (
+      ["--rows", args.rows] if args.rows else [])
   rerun_on_eight_devices(__file__, ["--layout-only", "--mesh-width", str(args.mesh_width),
-                                    "--mesh-layers", str(args.mesh_layers),
-                                    "--mesh-only", ",".join(only)])
+                                    "--mesh-layers", str(args.mesh_layers)] + extra)
 
 
 if __name__ == "__main__":

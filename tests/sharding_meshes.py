@@ -6,6 +6,7 @@ keeps the derived shardings. Prints the state bytes per device with and without 
 
 import inspect
 import os
+import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 import jax  # noqa: E402
@@ -70,6 +71,10 @@ FULL = {
     # noise is +-1, different on each mesh.
     "soap blocked": lambda: optimkit.soap(3e-3, block_size=32, max_precondition_dim=16,
                                           precondition_frequency=2),
+    # Kron's blocked fit through map_stacked (each 16 x 16 block's fit on one device), with the
+    # cached Q^T Q; p = 1: the fit runs on every step.
+    "kron blocked": lambda: optimkit.kron(1e-2, preconditioner_update_probability=1.0,
+                                          block_size=16, cache_preconditioner=True),
 }
 # The rest of the registry at its typical learning rate, on the Explicit 2 x 4 mesh only (the
 # hardest: sharding in types, model- and data-sharded params, ZeRO-1).
@@ -117,8 +122,13 @@ def make_step(tx):
   return step
 
 
+# `python tests/sharding_meshes.py kron` runs only the optimizers whose names start with "kron"
+# (the FULL line stays complete; tests/test_sharding.py runs everything).
+ONLY = sys.argv[1] if len(sys.argv) > 1 else ""
 print("FULL " + ",".join(FULL))
 for name, make in OPTIMIZERS.items():
+  if not name.startswith(ONLY):
+    continue
   tx = make()
   single = jax.jit(make_step(tx))
   p_single = {k: jnp.asarray(v) for k, v in HOST.items()}

@@ -330,6 +330,7 @@ def kron(
     seed: int | None = None,
     state_storage: StorageLike = "float32",
     preconditioner_storage: matrices.StorageLike = "float32",
+    cache_preconditioner: bool = structural(False),
 ) -> optax.GradientTransformation:
   """PSGD Kron (Li 2024): SGD with momentum preconditioned by a Kronecker product of
   triangular factors, fitted to whiten the gradient on some steps.
@@ -363,7 +364,8 @@ def kron(
     weight_decay_mask: which leaves decay (tree of bools or callable); None: rank >= 2, as
       kron-torch.
     block_size: cut dims above this into blocks, each preconditioned as its own parameter
-      (structural; None: none, as kron-torch).
+      (structural; None: none, as kron-torch). On a mesh each block's fit runs once, on one
+      device (`optimkit.transforms.kron`); V is then drawn per block.
     precondition_damped: on update steps precondition the damped m_hat, as kron-torch does;
       False (default): m_hat itself, as the paper and psgd_torch.
     random_updates: draw each update with probability p instead of the counter.
@@ -371,6 +373,9 @@ def kron(
     state_storage: storage of the momentum.
     preconditioner_storage: storage of the triangular factors: "float32" (at least float32,
       default), "bfloat16" or "8bit" (`optimkit.state.matrices`; the diagonal stays in float).
+    cache_preconditioner: keep P_i = Q_i^T Q_i in the state, recomputed on update steps only:
+      a step without an update does one product per factor instead of two, for one more b x b
+      matrix per triangular factor (structural; default False, kron-torch's state).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`.
@@ -394,7 +399,8 @@ def kron(
       merge_dims, block_size=block_size, precondition_damped=precondition_damped,
       random_updates=random_updates, seed=seed,
       state_storage=storage_of("kron", "mu_dtype", mu_dtype, state_storage),
-      preconditioner_storage=preconditioner_storage)
+      preconditioner_storage=preconditioner_storage,
+      cache_preconditioner=cache_preconditioner)
   mask = _rank_at_least_2 if weight_decay_mask is None else weight_decay_mask
   return optax.chain(direction, optax.add_decayed_weights(weight_decay, mask),
                      optax.scale_by_learning_rate(learning_rate))

@@ -18,6 +18,22 @@ scalars) or chosen by `memory_save_mode`. P = kron(Q_i^T Q_i). With t the 1-base
         diagonal:   Q_i <- Q_i - precond_lr diag(D) Q_i / max|diag(S)|
     u = m_hat x_i (Q_i^T Q_i),   u <- u min(1, 1.1 / rms(u))     (update RMS clipped at 1.1)
 
+With `cache_preconditioner=True` the state also holds P_i = Q_i^T Q_i for every triangular
+factor (as heavyball's cached PSGD Kron keeps Q^T Q): it is recomputed only when the factors
+are (inside the update branch), and a step without an update applies u = m_hat x_i P_i, one
+product per factor instead of two (Q_i^T Q_i is b_i^3 work per block, the product with m_hat
+b_i^2 times the other dims). The result is the same up to rounding (P_i is the same product,
+computed at the update instead of at the use); it costs one more b_i x b_i matrix per factor,
+kept in `preconditioner_storage` (a symmetric matrix there: rounded to nearest, read back
+symmetrized). Default off: the state is kron-torch's.
+
+Where the fit runs: with `block_size`, every block's fit (and its P_i) is a function of that
+block alone, and the blocks of all leaves with a triangular factor go, one stack per block
+shape, through `kronecker.map_stacked` (`optimkit.matrix_work.map_matrices`): on a mesh each
+block is fitted once, on one device, as Shampoo's roots. Without blocking each leaf's fit is
+left to GSPMD, which partitions its products but replicates its triangular solves; a single
+b x b factor cannot be split, so unblocked trees (few, large factors) cannot spread evenly.
+
 Before each preconditioner update the factors of a leaf are rescaled to equal inf-norms (their
 product, hence P, is unchanged: a guard against over/underflow; kron-torch does it on a random
 1% of the updates, which changes nothing else either).
@@ -34,7 +50,10 @@ every device), or construct with `seed=` and the state carries a key, folded wit
 count; as `scale_by_sophia`. The V of all leaves are one draw
 `jax.random.normal(key, (total,))` split in tree-flatten order, each piece reshaped to the
 leaf's blocks (n_blocks, *block); with `random_updates` the update draw uses
-`jax.random.fold_in(key, number of leaves)`.
+`jax.random.fold_in(key, number of leaves)`. Except, with `block_size`, the leaves whose fit is
+spread per block (below): block j of them (numbered across these leaves in tree order) draws
+its own V = `jax.random.normal(fold_in(fold_in(key, number of leaves + 1), j), block)`, on the
+device that fits it (a slice of one flat draw would have to be laid out as the blocks first).
 
 Checked against kron-torch 0.3.3 `Kron` fed the same V (tests/transforms/test_kron.py). Where it
 differs from that reference:
@@ -77,6 +96,8 @@ class KronState(NamedTuple):
     factors: per leaf, one factor per merged (block) dim: (n_blocks, b, b) upper triangular, in
       the `preconditioner_storage` format (`optimkit.state.matrices`), or (n_blocks, b) for a
       diagonal dim (always in the compute dtype).
+    preconditioners: per leaf, with `cache_preconditioner`, P_i = Q_i^T Q_i (n_blocks, b, b) for
+      each triangular factor, in the `preconditioner_storage` format; () per leaf without it.
     update_counter: steps since the last preconditioner update (the reference's counter).
     key: raw PRNG key data (uint32) used when no key is passed to update; zeros without a seed.
   """
@@ -86,6 +107,7 @@ class KronState(NamedTuple):
   factors: Any
   update_counter: jax.Array
   key: jax.Array
+  preconditioners: Any
 
 
 def precond_update_prob_schedule(max_prob: float = 1.0, min_prob: float = 0.03,
@@ -193,12 +215,61 @@ def _updated_factors(lay: kr.KroneckerLayout, factors: list[jax.Array], h: jax.A
   return new
 
 
-def _preconditioned(lay: kr.KroneckerLayout, factors: list[jax.Array], x: jax.Array):
-  """x x_i (Q_i^T Q_i)."""
+def _grams(lay: kr.KroneckerLayout, factors: list[jax.Array]) -> list[jax.Array]:
+  """P_i = Q_i^T Q_i of every triangular factor of one leaf, in the order of its matrix dims."""
+  return [jnp.matmul(jnp.swapaxes(factors[i], 1, 2), factors[i], precision=_HIGHEST)
+          for i in lay.matrix_dims]
+
+
+def _key_as_floats(key: jax.Array) -> jax.Array:
+  """A key's uint32 words as their 16-bit halves in float32 (exact in any float dtype >= 16
+  bits of mantissa): `map_stacked` packs every input of a block in one float dtype."""
+  words = jax.random.key_data(key)
+  return jnp.stack([words >> 16, words & 0xFFFF], axis=-1).reshape(
+      words.shape[:-1] + (-1,)).astype(jnp.float32)
+
+
+def _key_from_floats(halves: jax.Array, impl: Any) -> jax.Array:
+  pairs = halves.astype(jnp.uint32).reshape(-1, 2)
+  return jax.random.wrap_key_data((pairs[:, 0] << 16) | pairs[:, 1], impl=impl)
+
+
+def _block_fit(step_size: Any, with_grams: bool, with_damped: bool, impl: Any
+               ) -> Callable[..., tuple]:
+  """The fit of ONE block, for `kr.map_stacked`: (h, key (`_key_as_floats`), real-entry count,
+  padding mask per dim, *factors) of the block (a factor of ndim 2 is triangular, of ndim 1
+  diagonal) -> (*new factors, *their P_i if `with_grams`, the damped h if `with_damped`). V is
+  drawn here, from the block's key, so that it is drawn where the block is fitted."""
+
+  def fit(h, key_halves, count, *rest):
+    masks, factors = rest[:h.ndim], rest[h.ndim:]
+    key = _key_from_floats(key_halves, impl)
+    noise = jax.random.normal(key, h.shape, h.dtype)
+    for i, mask in enumerate(masks):  # zero on the padding, as h
+      noise = noise * mask.reshape((1,) * i + (-1,) + (1,) * (h.ndim - i - 1))
+    h = h + _DAMPING * (jnp.sum(jnp.abs(h)) / count) * noise
+    flags = tuple(q.ndim == 2 for q in factors)
+    lay = kr.KroneckerLayout(h.shape, h.shape, h.shape, (1,) * h.ndim, flags)
+    # `map_matrices` pads the stack with zero blocks to a multiple of the device count: identity
+    # factors there keep the (discarded) result finite. A real factor is never all zeros.
+    guarded = [jnp.where(jnp.all(q == 0), jnp.eye(q.shape[0], dtype=q.dtype) if q.ndim == 2
+                         else jnp.ones_like(q), q)[None] for q in factors]
+    new = _updated_factors(lay, _balanced(guarded), h[None], noise[None], step_size)
+    grams = _grams(lay, new) if with_grams else []
+    return tuple(x[0] for x in new + grams) + ((h,) if with_damped else ())
+
+  return fit
+
+
+def _preconditioned(lay: kr.KroneckerLayout, factors: list[jax.Array], x: jax.Array,
+                    grams: list[jax.Array] | None = None) -> jax.Array:
+  """x x_i (Q_i^T Q_i), with the products P_i = Q_i^T Q_i given (`grams`, one per matrix dim)
+  or computed here."""
+  grams = _grams(lay, factors) if grams is None else grams
+  products = dict(zip(lay.matrix_dims, grams))
   for q, i in zip(factors, range(lay.rank)):
     if lay.matrix[i]:
-      x = kr.mode_product(x, jnp.matmul(jnp.swapaxes(q, 1, 2), q, precision=_HIGHEST), i,
-                          precision=_HIGHEST)
+      x = kr.mode_product(x, products[i], i, precision=_HIGHEST)
     else:
       x = kr.scale_dim(x, q * q, i)
   return x
@@ -257,6 +328,7 @@ def scale_by_kron(
     seed: int | None = None,
     state_storage: StorageLike = "float32",
     preconditioner_storage: matrices.StorageLike = "float32",
+    cache_preconditioner: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """PSGD Kron's direction (module docstring for the equations); chain the learning rate.
 
@@ -276,7 +348,8 @@ def scale_by_kron(
     precond_init_scale: initial P = scale^2 I (each factor scale^(1/rank)), > 0. Default 1.
     merge_dims: merge leaves of more than two dims into matrices. Default True.
     block_size: cut dims above this into blocks, each preconditioned as its own parameter
-      (None: no blocking, as kron-torch).
+      (None: no blocking, as kron-torch). Blocked leaves are fitted block by block, each block
+      once on one device of a mesh, with V drawn per block (module docstring).
     precondition_damped: precondition the damped m_hat on update steps, as kron-torch does.
     random_updates: draw each update with probability p instead of kron-torch's counter.
     seed: seed of the state's PRNG key; None: pass `key=` to every update.
@@ -286,6 +359,10 @@ def scale_by_kron(
       as each update changes them by a small step; at 8 bits the diagonal, which every
       triangular solve divides by, stays in the compute dtype). Diagonal factors are O(d) and
       stay in the compute dtype.
+    cache_preconditioner: keep P_i = Q_i^T Q_i in the state (in `preconditioner_storage`),
+      recomputed on update steps only, so that a step without an update does one product per
+      factor (module docstring). One more b x b matrix per triangular factor. Default False
+      (kron-torch's state).
 
   Example:
     >>> tx = optax.chain(scale_by_kron(seed=0), optax.scale_by_learning_rate(3e-4))
@@ -330,11 +407,21 @@ def scale_by_kron(
                    for i, shape in ((i, (lay.n_blocks, lay.block[i], lay.block[i]))
                                     for i in range(lay.rank)))
 
+    def grams(p):  # P_i = Q_i^T Q_i of the initial factors: scale^(2 / rank) I
+      if not cache_preconditioner:
+        return ()
+      lay = layout(p.shape)
+      scale = precond_init_scale ** (2.0 / max(lay.rank, 1))
+      return tuple(factor_store.init(jnp.broadcast_to(
+          scale * jnp.eye(lay.block[i], dtype=compute_dtype(p)),
+          (lay.n_blocks, lay.block[i], lay.block[i]))) for i in lay.matrix_dims)
+
     key = (jnp.zeros((2,), jnp.uint32) if seed is None
            else jax.random.key_data(jax.random.key(seed)))
     return KronState(count=jnp.zeros([], jnp.int32), mu=store.init(params, signed=True),
                      factors=jax.tree.map(factors, params),
-                     update_counter=jnp.zeros([], jnp.int32), key=key)
+                     update_counter=jnp.zeros([], jnp.int32), key=key,
+                     preconditioners=jax.tree.map(grams, params))
 
   def update_fn(updates, state, params=None, *, key=None, **unused):
     del params, unused
@@ -347,8 +434,11 @@ def scale_by_kron(
     grads, treedef = jax.tree.flatten(updates)
     layouts = [layout(g.shape) for g in grads]
     stored_factors = treedef.flatten_up_to(state.factors)
-    factors = [list(f) for f in kr.read_factors(factor_store, stored_factors,
-                                                [compute_dtype(g) for g in grads], "triangular")]
+    dtypes = [compute_dtype(g) for g in grads]
+    factors = [list(f) for f in kr.read_factors(factor_store, stored_factors, dtypes,
+                                                "triangular")]
+    stored_grams = treedef.flatten_up_to(state.preconditioners)
+    grams = [list(p) for p in kr.read_factors(factor_store, stored_grams, dtypes, "symmetric")]
     mu = treedef.flatten_up_to(store.read(state.mu, updates, signed=True))
 
     probability = preconditioner_update_probability
@@ -378,36 +468,76 @@ def scale_by_kron(
       mean = _block_means(lay, jnp.abs(h), _real_counts(lay))
       return h + _DAMPING * mean * noise, noise
 
-    # In a reduced format the branches take the stored factors too (`stored`, empty in
-    # float32): a step without an update keeps them as stored, an update writes the new ones.
-    def refreshed(factors, *stored):
-      new, damped_inputs = [], []
-      for lay, leaf_factors, (x, debiased), noise in zip(layouts, factors, inputs,
-                                                         _draws(key, layouts, inputs)):
-        h = lay.to_blocks(debiased if momentum_into_precond_update else x)
-        h, noise = damped(lay, h, noise)
-        damped_inputs.append(h)
-        if lay.n_blocks and lay.rank and 0 not in lay.block:  # (an empty leaf: nothing to fit)
-          leaf_factors = _balanced(leaf_factors)
-          leaf_factors = _updated_factors(lay, leaf_factors, h, noise, precond_lr)
-        new.append([f.astype(old.dtype) for f, old in zip(leaf_factors, factors[len(new)])])
-      written = (kr.write_factors(factor_store, new, stored[0], accumulated=True),) if stored \
-          else ()
-      if precondition_damped and momentum_into_precond_update:
-        return new, damped_inputs, *written
-      return new, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)], *written
+    # In a reduced format the branches take the stored factors (and cached products) too
+    # (`stored`, empty in float32): a step without an update keeps them as stored, an update
+    # writes the new ones. Without `cache_preconditioner` the products are empty lists.
+    def refreshed(factors, grams, *stored):
+      new = [list(f) for f in factors]
+      new_grams: list = [None] * len(layouts)
+      damped_inputs = [lay.to_blocks(debiased if momentum_into_precond_update else x)
+                       for lay, (x, debiased) in zip(layouts, inputs)]
+      # Blocked leaves: every block's fit (its V, damping, new factors and P_i) computed once,
+      # on one device of the mesh, all leaves' blocks of one shape in one stack
+      # (`kr.map_stacked`); unblocked leaves are left to GSPMD (a single big factor cannot be
+      # split: on one device the others would wait).
+      fitted = [k for k, lay in enumerate(layouts)
+                if lay.n_blocks and lay.rank and 0 not in lay.block]  # (an empty leaf: no fit)
+      spread = [k for k in fitted if block_size is not None and not layouts[k].diagonal]
+      local = [k for k in fitted if k not in spread]
+      draws = _draws(key, [layouts[k] for k in local], [inputs[k] for k in local]) if local \
+          else []
+      for k, noise in zip(local, draws):
+        h, noise = damped(layouts[k], damped_inputs[k], noise)
+        damped_inputs[k] = h
+        new[k] = _updated_factors(layouts[k], _balanced(factors[k]), h, noise, precond_lr)
+      with_damped = precondition_damped and momentum_into_precond_update
+      typed = (key if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+               else jax.random.wrap_key_data(key))  # a raw uint32 key (jax.random.PRNGKey)
+      spread_key, first, stacks = jax.random.fold_in(typed, len(grads) + 1), 0, []
+      fit = _block_fit(precond_lr, cache_preconditioner, with_damped,
+                       jax.random.key_impl(spread_key))
+      for k in spread:
+        lay, h = layouts[k], damped_inputs[k]
+        keys = jax.vmap(lambda j: _key_as_floats(jax.random.fold_in(spread_key, j)))(
+            jnp.arange(first, first + lay.n_blocks))
+        first += lay.n_blocks
+        stacks.append((h, keys,
+                       jnp.asarray(_real_counts(lay), h.dtype),
+                       *(jnp.asarray(lay.dim_mask(i, h.dtype)) for i in range(lay.rank)),
+                       *factors[k]))
+      for k, out in zip(spread, kr.map_stacked(fit, stacks)):
+        rank, matrices = layouts[k].rank, len(layouts[k].matrix_dims)
+        new[k] = list(out[:rank])
+        new_grams[k] = list(out[rank:rank + (matrices if cache_preconditioner else 0)])
+        if with_damped:
+          damped_inputs[k] = out[-1]
+      new = [[f.astype(old.dtype) for f, old in zip(leaf_new, leaf_old)]
+             for leaf_new, leaf_old in zip(new, factors)]
+      new_grams = [[p.astype(old.dtype) for p, old in zip(
+          _grams(lay, leaf_new) if fresh is None else fresh, old_grams)]
+          for lay, leaf_new, fresh, old_grams in zip(layouts, new, new_grams, grams)]
+      written = ((kr.write_factors(factor_store, new, stored[0], accumulated=True),
+                  kr.write_factors(factor_store, new_grams, stored[1], accumulated=False))
+                 if stored else ())
+      if with_damped:
+        return new, new_grams, damped_inputs, *written
+      return (new, new_grams, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)],
+              *written)
 
-    def kept(factors, *stored):
-      return factors, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)], *stored
+    def kept(factors, grams, *stored):
+      return (factors, grams, [lay.to_blocks(d) for lay, (_, d) in zip(layouts, inputs)],
+              *stored)
 
-    extra = () if factor_store.lossless else (stored_factors,)
-    factors, preconditioned_inputs, *written = jax.lax.cond(do_update, refreshed, kept, factors,
-                                                            *extra)
-    stored_factors = written[0] if written else factors
+    extra = () if factor_store.lossless else (stored_factors, stored_grams)
+    factors, grams, preconditioned_inputs, *written = jax.lax.cond(
+        do_update, refreshed, kept, factors, grams, *extra)
+    stored_factors, stored_grams = written if written else (factors, grams)
 
     directions = []
-    for g, lay, leaf_factors, blocks in zip(grads, layouts, factors, preconditioned_inputs):
-      u = _preconditioned(lay, leaf_factors, blocks)
+    for g, lay, leaf_factors, leaf_grams, blocks in zip(grads, layouts, factors, grams,
+                                                        preconditioned_inputs):
+      u = _preconditioned(lay, leaf_factors, blocks,
+                          leaf_grams if cache_preconditioner else None)
       rms = jnp.sqrt(_block_means(lay, u * u, _real_counts(lay)))
       u = u * jnp.minimum(1.0, 1.1 / (rms + 1e-12))
       directions.append(lay.from_blocks(u).astype(g.dtype))
@@ -416,6 +546,6 @@ def scale_by_kron(
     return unflatten(directions), KronState(
         count=count, mu=store.write(unflatten(new_mu), updates, state.mu, signed=True),
         factors=unflatten([tuple(f) for f in stored_factors]), update_counter=counter,
-        key=state.key)
+        key=state.key, preconditioners=unflatten([tuple(p) for p in stored_grams]))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -253,12 +253,14 @@ def map_stacked(f: Callable[..., tuple], stacks: Sequence[tuple], *, mesh: Any =
   Each element of `stacks` is a tuple of arrays with a common leading stack axis n_i (one row
   per block, e.g. (statistics (n, b, b), padding masks (n, b), previous roots (n, b, b))), and
   `f` maps the arrays of ONE block (statistic (b, b), mask (b,), root (b, b)) to a tuple of
-  arrays each of b columns or b entries. Elements whose arrays have the same trailing shapes and
-  dtype are concatenated into one stack of N = sum n_i blocks; the stack goes to
-  `optimkit.matrix_work.map_matrices` as one batch of (rows, b) matrices (the components laid
-  row-wise), which vmaps `f` locally or, on a mesh, shards the stack axis so that each block is
-  computed once, on one device, and returns the results in the layout their consumers need.
-  Returns, per input, the tuple of `f`'s outputs with the leading axis n_i.
+  arrays. Elements whose arrays have the same trailing shapes and dtype are concatenated into
+  one stack of N = sum n_i blocks; the stack goes to `optimkit.matrix_work.map_matrices` as one
+  batch of (rows, w) matrices, w the last dim of the first array (the components laid
+  row-wise, each flattened and zero-padded to whole rows when its size is not a multiple of w,
+  e.g. PSGD's (b0, b1) block with its b0 x b0 factor), which vmaps `f` locally or, on a mesh,
+  shards the stack axis so that each block is computed once, on one device, and returns the
+  results in the layout their consumers need. Returns, per input, the tuple of `f`'s outputs
+  with the leading axis n_i.
   """
   from optimkit.matrix_work import map_matrices  # the layout of per-matrix work (DESIGN)
 
@@ -283,27 +285,53 @@ def map_stacked(f: Callable[..., tuple], stacks: Sequence[tuple], *, mesh: Any =
                  width=width):
       parts, row = [], 0
       for shape, d in zip(in_shapes, in_dtypes):
-        rows = max(1, math.prod(shape) // width)
-        parts.append(matrix[row:row + rows].reshape(shape).astype(d))
+        rows, size = _rows(shape, width), math.prod(shape)
+        part = matrix[row:row + rows]
+        if size != rows * width:
+          part = part.reshape(-1)[:size]
+        parts.append(part.reshape(shape).astype(d))
         row += rows
       outputs = f(*parts)
-      return jnp.concatenate([jnp.broadcast_to(o, o.shape or (width,)).reshape(-1, width)
+      return jnp.concatenate([_as_rows(jnp.broadcast_to(o, o.shape or (width,)), width)
                               .astype(matrix.dtype) for o in outputs], axis=0)
 
     n = stacked[0].shape[0]
-    packed = jnp.concatenate([x.astype(dtype).reshape(n, -1, width) for x in stacked], axis=1)
+    packed = jnp.concatenate([_as_rows(x.astype(dtype).reshape(n, -1), width, n)
+                              for x in stacked], axis=1)
     out = map_matrices(packed_f, [packed], mesh=mesh)[0]
     outputs, row = [], 0
     for struct in out_structs:
-      rows = max(1, math.prod(struct.shape) // width)
+      rows, size = _rows(struct.shape, width), math.prod(struct.shape)
       piece = out[:, row:row + rows]
-      piece = piece[:, 0, 0] if not struct.shape else piece.reshape((n,) + struct.shape)
+      if not struct.shape:
+        piece = piece[:, 0, 0]
+      else:
+        if size != rows * width:
+          piece = piece.reshape(n, -1)[:, :size]
+        piece = piece.reshape((n,) + struct.shape)
       outputs.append(piece.astype(struct.dtype))
       row += rows
     offsets = np.cumsum([0] + sizes)
     for i, start, stop in zip(indices, offsets[:-1], offsets[1:]):
       results[i] = tuple(o[int(start):int(stop)] for o in outputs)
   return results
+
+
+def _rows(shape: Sequence[int], width: int) -> int:
+  """Rows of `width` that an array of `shape` takes in `map_stacked`'s packing (a scalar: one
+  row, broadcast)."""
+  return max(1, -(-math.prod(shape) // width))
+
+
+def _as_rows(x: jax.Array, width: int, n: int | None = None) -> jax.Array:
+  """x as (rows, width) (or (n, rows, width) for a stack of n), its entries row-major and the
+  last row zero-padded when the size is not a multiple of `width`."""
+  flat = x.reshape(-1) if n is None else x.reshape(n, -1)
+  size = flat.shape[-1]
+  padding = -size % width
+  if padding:
+    flat = jnp.pad(flat, [(0, 0)] * (flat.ndim - 1) + [(0, padding)])
+  return flat.reshape((-1, width) if n is None else (n, -1, width))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -96,8 +96,10 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("cache", [False, True], ids=["", "cached"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_kron_torch(case, reference_kron):
+def test_matches_kron_torch(case, cache, reference_kron):
+  # cache_preconditioner: Q^T Q kept between updates ("every_2nd" reads it on the other steps).
   options, shapes = CASES[case]
   problem = Problem(seed=10, shapes=shapes, steps=STEPS)
   layouts = [kron_layout(s, options.get("max_size_triangular", 8192), 2,
@@ -108,13 +110,15 @@ def test_matches_kron_torch(case, reference_kron):
       lambda p: reference_kron(p, noise, lr=LR, precond_dtype=torch.float64, **options),
       _as_reference_problem(problem))
   reference = [{k: v.reshape(shapes[k]) for k, v in r.items()} for r in reference]
-  ours = run_optax(optax.chain(scale_by_kron(precondition_damped=True, **options),
+  ours = run_optax(optax.chain(scale_by_kron(precondition_damped=True,
+                                             cache_preconditioner=cache, **options),
                                optax.scale_by_learning_rate(LR)), problem,
                    extra_args=lambda step, params: {"key": _key(step)})
-  assert_parity(ours, reference, label=f"kron/{case} vs kron-torch")
+  assert_parity(ours, reference, label=f"kron/{case} cache={cache} vs kron-torch")
 
 
-def test_blocks_are_separate_kron_parameters(reference_kron):
+@pytest.mark.parametrize("cache", [False, True], ids=["", "cached"])
+def test_blocks_are_separate_kron_parameters(cache, reference_kron):
   # (9, 9) in blocks of 5: a 2 x 2 grid, the last row and column padded; each block is its own
   # parameter (factors, damping mean, RMS clipping). The pieces get the V of the blocks.
   whole = Problem(seed=11, shapes={"g": (9, 9)}, steps=STEPS)
@@ -127,14 +131,18 @@ def test_blocks_are_separate_kron_parameters(reference_kron):
   pieces.noise = [{k: n["g"][s] for k, s in corners.items()} for n in whole.noise]
 
   def noise(step):  # the V of the four blocks, without their padding
-    (draws,) = _noise(step, [(4, 5, 5)])
+    # Blocked: block j draws its own V from fold_in(fold_in(key, leaves + 1), j) (one leaf).
+    spread = jax.random.fold_in(_key(step), 2)
+    draws = [np.asarray(jax.random.normal(jax.random.fold_in(spread, j), (5, 5), jnp.float64))
+             for j in range(4)]
     return [d[:shape[0], :shape[1]] for d, shape in zip(draws, pieces.shapes.values())]
 
   reference = run_torch(lambda p: reference_kron(p, noise, lr=LR, precond_dtype=torch.float64,
                                                  preconditioner_update_probability=1.0),
                         pieces)
   ours = run_optax(optax.chain(scale_by_kron(precondition_damped=True, block_size=5,
-                                             preconditioner_update_probability=1.0),
+                                             preconditioner_update_probability=1.0,
+                                             cache_preconditioner=cache),
                                optax.scale_by_learning_rate(LR)), whole,
                    extra_args=lambda step, params: {"key": _key(step)})
   reassembled = []
@@ -222,6 +230,39 @@ def test_seed_key_state_and_dtypes():
   assert np.allclose(np.tril(np.asarray(s2.factors["w"][0][0]), -1), 0.0)  # stays triangular
   assert int(s2.count) == 2 and int(s2.update_counter) == 0
   assert u1["w"].dtype == jnp.float32
+
+
+def test_cached_preconditioner_is_the_factors_product_and_is_counted():
+  # cache_preconditioner keeps P_i = Q_i^T Q_i of each triangular factor (none for diagonal
+  # ones), refreshed with the factors; the default state has none; optimkit.memory counts them.
+  from optimkit import memory
+
+  params = {"w": jnp.ones((6, 5), jnp.float32), "b": jnp.ones((7,), jnp.float32)}
+  grads = {"w": jnp.cos(jnp.arange(30, dtype=jnp.float32)).reshape(6, 5),
+           "b": jnp.sin(jnp.arange(7, dtype=jnp.float32))}
+  plain = scale_by_kron(seed=0, preconditioner_update_probability=0.5)
+  cached = scale_by_kron(seed=0, preconditioner_update_probability=0.5,
+                         cache_preconditioner=True)
+  assert jax.tree.leaves(plain.init(params).preconditioners) == []
+  state = cached.init(params)
+  assert [p.shape for p in state.preconditioners["w"]] == [(1, 6, 6), (1, 5, 5)]
+  assert state.preconditioners["b"] == ()
+  assert memory.state_bytes(cached, params) - memory.state_bytes(plain, params) == 4 * (36 + 25)
+  step = jax.jit(cached.update)
+  for _ in range(4):  # updates on every 2nd step: P read back on the others
+    before = state
+    _, state = step(grads, state, params)
+    for q, p in zip(state.factors["w"], state.preconditioners["w"]):
+      np.testing.assert_allclose(p, jnp.swapaxes(q, 1, 2) @ q, rtol=1e-6, atol=1e-7)
+    if int(state.update_counter):  # no update this step: the stored P unchanged
+      np.testing.assert_array_equal(state.preconditioners["w"][0],
+                                    before.preconditioners["w"][0])
+  small = scale_by_kron(seed=0, cache_preconditioner=True, preconditioner_storage="bfloat16")
+  state = small.init(params)
+  assert all(p.dtype == jnp.bfloat16 for p in state.preconditioners["w"])
+  updates, state = jax.jit(small.update)(grads, state, params)
+  assert all(p.dtype == jnp.bfloat16 for p in state.preconditioners["w"])
+  assert np.all(np.isfinite(updates["w"]))
 
 
 def test_bad_arguments_name_themselves():
