@@ -349,7 +349,9 @@ def state_specs(tx: optax.GradientTransformation, params: Any,
         return per_parameter(leaf, index)
     if q.is_quantized(leaf):
       return type(leaf)(*(PartitionSpec() for _ in leaf))
-    return PartitionSpec()
+    # Arrays of the optimizer's own layout (Shampoo's, SOAP's and Kron's stacked per-block
+    # matrices) are state too: ZeRO-1 splits them as well; scalars stay replicated.
+    return finish(PartitionSpec(), leaf) if leaf.ndim else PartitionSpec()
 
   return assign(abstract_state)
 
