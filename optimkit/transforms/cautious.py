@@ -36,31 +36,40 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from optimkit.state.storage import compute_dtype
+from optimkit.transforms.trust_ratio import leaf_scalars
 
 
-def cautious_mask(updates: Any, grads: Any, direction: bool = False) -> Any:
+def cautious_mask(updates: Any, grads: Any, direction: bool = False, signs: Any = None) -> Any:
   """`updates` with the coordinates that disagree with `grads` zeroed and the rest rescaled
-  by d / (nnz + 1), per leaf (see the module docstring for `direction`)."""
+  by d / (nnz + 1), per leaf (see the module docstring for `direction`). `signs`, a tree shaped
+  like `updates` (default: `updates`), is what is tested against `grads`: any value with the
+  sign of each update, cheaper to compute than the update itself (see `cautious`)."""
 
-  def mask_leaf(u, g):
+  def mask_leaf(u, g, s):
     dtype = compute_dtype(u)
-    product = u.astype(dtype) * g.astype(dtype)
-    agrees = (product > 0) if direction else (product < 0)
-    keep = agrees.astype(dtype)
-    scale = u.size / (jnp.sum(keep) + 1.0)
+    product = s.astype(dtype) * g.astype(dtype)
+    keep = ((product > 0) if direction else (product < 0)).astype(dtype)
+    # nnz as the sum of (sign + |sign|) / 2 (NaN with a NaN): XLA's CPU reduction fuses
+    # arithmetic but not a comparison, whose mask it writes out and reads back. The product
+    # is its own expression here (g * 1 with the leaf's own 1, exact): shared, it is written out.
+    (one,) = leaf_scalars(g, 1.0)
+    agreement = jnp.sign(s.astype(dtype) * (g.astype(dtype) * one))
+    agreement = agreement if direction else -agreement
+    scale = u.size / (0.5 * jnp.sum(agreement + jnp.abs(agreement)) + 1.0)
     return (u.astype(dtype) * keep * scale).astype(u.dtype)
 
-  return jax.tree.map(mask_leaf, updates, grads)
+  return jax.tree.map(mask_leaf, updates, grads, updates if signs is None else signs)
 
 
-def cautious(tx: optax.GradientTransformation, *, direction: bool = False
+def cautious(tx: optax.GradientTransformation, *, direction: bool = False,
+             signs: Callable[[Any, Any], Any] | None = None
              ) -> optax.GradientTransformationExtraArgs:
   """`tx` with its update masked to the coordinates that agree with the gradient's descent.
 
@@ -69,6 +78,11 @@ def cautious(tx: optax.GradientTransformation, *, direction: bool = False
     direction: False (default) when `tx` returns updates to add to the params (a full
       optimizer: descent means u * g < 0); True when it returns a direction that points along
       the gradient (a primitive before the learning rate: u * g > 0).
+    signs: (grads, new state of `tx`) -> a tree with the signs of `tx`'s updates, for an
+      update whose sign a cheaper value has (Adam's m_hat / (sqrt(v_hat) + eps): the first
+      moment m). The update is an expensive value (a division) read by the count of agreeing
+      coordinates and by the masked update, so XLA writes it out; read from m, it is computed
+      where it is used. Default None: the updates themselves.
 
   Returns:
     A transformation with `tx`'s state; extra arguments of `update` are passed on to `tx`.
@@ -77,6 +91,7 @@ def cautious(tx: optax.GradientTransformation, *, direction: bool = False
 
   def update_fn(updates, state, params=None, **extra_args):
     new_updates, state = inner.update(updates, state, params, **extra_args)
-    return cautious_mask(new_updates, updates, direction), state
+    agreeing = None if signs is None else signs(updates, state)
+    return cautious_mask(new_updates, updates, direction, agreeing), state
 
   return optax.GradientTransformationExtraArgs(inner.init, update_fn)

@@ -90,7 +90,6 @@ TEMPORARIES = {
     "adadelta": (1, ("g + wd p (the L2 decay coupled into the gradient, a hyperparameter operand "
                  "that may be zero) reads two params-sized arrays and feeds three writes: XLA "
                  "writes it out rather than read both arrays three times")),
-    "cautious_adamw": (2, "the cautious mask's normaliser is a reduction over the mask"),
     "cautious_lion": (1, "the cautious mask's normaliser is a reduction over the mask"),
     "dadapt_adamw": (1, _REDUCTION),
     "galore_adamw": (3, "the projection and back-projection are matrix products"),
