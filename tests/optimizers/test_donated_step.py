@@ -96,7 +96,6 @@ TEMPORARIES = {
     "kron": (3, "preconditioning is matrix products"),
     "mars": (1, "the corrected gradient's norm clips it before the moments read it"),
     "muon": (11, "Newton-Schulz iterations are matrix products"),
-    "ranger": (2, "Lookahead's slow weights read the fast update"),
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
     "soap": (7, "the rotations into and out of the eigenbasis are matrix products, and the new "
