@@ -152,14 +152,10 @@ def scale_by_came(
       if is_factored(g.shape):
         # Each params-sized value read by two reductions or more (g^2 + eps1, u, (u - m)^2) is
         # one expression per reader, each with its own copies of the scalars and factors it
-        # reads (`own`): shared, XLA writes each out as a temporary (on CPU also page-faulted
-        # every step). The instability reads the new m, so the old mu has one reader.
-        def own(reader, *values):  # copies of `values` distinct for each reader number
-          for _ in range(reader):
-            values = leaf_scalars(g32, *values)
-          return values
-
-        one, eps1_col = own(1, 1.0, eps1)  # g * 1 is exact: g^2 once more
+        # reads (`leaf_scalars`): shared, XLA writes each out as a temporary (on CPU also
+        # page-faulted every step). The instability reads the new m: the old mu has one reader.
+        own = lambda reader, *values: leaf_scalars(g32, *values, copy=reader)
+        one, eps1_col = own(1, jnp.ones((), g32.dtype), eps1)  # g * 1 is exact: g^2 once more
         v_row = b2 * v_row + (1.0 - b2) * jnp.mean(squared, axis=-1)
         v_col = b2 * v_col + (1.0 - b2) * jnp.mean(jnp.square(g32 * one) + eps1_col, axis=-2)
         row_factor, col_factor = _inverse_root_factors(v_row, v_col)

@@ -59,7 +59,7 @@ def cautious_mask(updates: Any, grads: Any, direction: bool = False, signs: Any 
     # nnz as the sum of (sign + |sign|) / 2 (NaN with a NaN): XLA's CPU reduction fuses
     # arithmetic but not a comparison, whose mask it writes out and reads back. The product
     # is its own expression here (g * 1 with the leaf's own 1, exact): shared, it is written out.
-    (one,) = leaf_scalars(g, 1.0)
+    (one,) = leaf_scalars(g, jnp.ones((), dtype))
     agreement = jnp.sign(s.astype(dtype) * (g.astype(dtype) * one))
     agreement = agreement if direction else -agreement
     scale = u.size / (0.5 * jnp.sum(agreement + jnp.abs(agreement)) + 1.0)

@@ -94,7 +94,6 @@ TEMPORARIES = {
     "dadapt_adamw": (1, _REDUCTION),
     "galore_adamw": (3, "the projection and back-projection are matrix products"),
     "kron": (3, "preconditioning is matrix products"),
-    "mars": (1, "the corrected gradient's norm clips it before the moments read it"),
     "muon": (11, "Newton-Schulz iterations are matrix products"),
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
