@@ -49,20 +49,26 @@ from optimkit.transforms.trust_ratio import leaf_scalars
 def cautious_mask(updates: Any, grads: Any, direction: bool = False, signs: Any = None) -> Any:
   """`updates` with the coordinates that disagree with `grads` zeroed and the rest rescaled
   by d / (nnz + 1), per leaf (see the module docstring for `direction`). `signs`, a tree shaped
-  like `updates` (default: `updates`), is what is tested against `grads`: any value with the
+  like `updates` (default: `updates`), is what is tested against `grads`: a value with the
   sign of each update, cheaper to compute than the update itself (see `cautious`)."""
 
   def mask_leaf(u, g, s):
     dtype = compute_dtype(u)
     product = s.astype(dtype) * g.astype(dtype)
     keep = ((product > 0) if direction else (product < 0)).astype(dtype)
-    # nnz as the sum of (sign + |sign|) / 2 (NaN with a NaN): XLA's CPU reduction fuses
-    # arithmetic but not a comparison, whose mask it writes out and reads back. The product
-    # is its own expression here (g * 1 with the leaf's own 1, exact): shared, it is written out.
-    (one,) = leaf_scalars(g, jnp.ones((), dtype))
-    agreement = jnp.sign(s.astype(dtype) * (g.astype(dtype) * one))
+    # nnz as the sum of min((x + |x|) big big, 1), x = +-product: 1 exactly where x > 0 (big^2
+    # >= 1 / the smallest subnormal), 0 elsewhere, NaN with a NaN. XLA's CPU reduction fuses
+    # arithmetic but not a comparison, whose mask it writes out and reads back (and its sign is
+    # not vectorised: 9x slower). The product is its own expression (g * 1 with the leaf's own
+    # 1, exact), and 1 and big the leaf's own, not constants broadcast once for several readers:
+    # shared, the product or the broadcast is written out.
+    info = jnp.finfo(dtype)
+    one, big = leaf_scalars(g, jnp.ones((), dtype),
+                            jnp.asarray(2.0 ** ((info.nmant - info.minexp + 1) // 2), dtype))
+    agreement = s.astype(dtype) * (g.astype(dtype) * one)
     agreement = agreement if direction else -agreement
-    scale = u.size / (0.5 * jnp.sum(agreement + jnp.abs(agreement)) + 1.0)
+    scale = u.size / (jnp.sum(jnp.minimum((agreement + jnp.abs(agreement)) * big * big, one))
+                      + 1.0)
     return (u.astype(dtype) * keep * scale).astype(u.dtype)
 
   return jax.tree.map(mask_leaf, updates, grads, updates if signs is None else signs)
@@ -78,11 +84,12 @@ def cautious(tx: optax.GradientTransformation, *, direction: bool = False,
     direction: False (default) when `tx` returns updates to add to the params (a full
       optimizer: descent means u * g < 0); True when it returns a direction that points along
       the gradient (a primitive before the learning rate: u * g > 0).
-    signs: (grads, new state of `tx`) -> a tree with the signs of `tx`'s updates, for an
-      update whose sign a cheaper value has (Adam's m_hat / (sqrt(v_hat) + eps): the first
-      moment m). The update is an expensive value (a division) read by the count of agreeing
-      coordinates and by the masked update, so XLA writes it out; read from m, it is computed
-      where it is used. Default None: the updates themselves.
+    signs: (grads, new state of `tx`) -> a tree with the signs of `tx`'s updates (where they
+      are not 0), for the mask and nnz: a value cheaper than the update (Adam's m_hat /
+      (sqrt(v_hat) + eps): the first moment m), or the update computed again. Read by nnz
+      and by the masked update, the update is written out (XLA does not compute a division
+      twice, nor a value a reduction reads); from `signs`, each reads its own expression. The
+      same mask unless a product u * g or s * g underflows to 0. Default None: the updates.
 
   Returns:
     A transformation with `tx`'s state; extra arguments of `update` are passed on to `tx`.
