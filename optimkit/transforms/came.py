@@ -52,7 +52,6 @@ import optax
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, compute_dtype, resolve
 from optimkit.transforms._util import unzip_leaf
-from optimkit.transforms.trust_ratio import leaf_scalars
 
 
 class CAMEState(NamedTuple):
@@ -85,15 +84,10 @@ def _rms(x: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.mean(jnp.square(x)))
 
 
-def _inverse_root_factors(row: jax.Array, col: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """1 / sqrt(R / mean(R)) and 1 / sqrt(C): their outer product is 1 / sqrt(R C / mean(R))."""
-  return jax.lax.rsqrt(row / jnp.mean(row, axis=-1, keepdims=True)), jax.lax.rsqrt(col)
-
-
 def _inverse_root_factored(row: jax.Array, col: jax.Array) -> jax.Array:
   """1 / sqrt(R C / mean(R)) broadcast to the leaf's shape."""
-  row_factor, col_factor = _inverse_root_factors(row, col)
-  return row_factor[..., :, None] * col_factor[..., None, :]
+  row_factor = jax.lax.rsqrt(row / jnp.mean(row, axis=-1, keepdims=True))
+  return row_factor[..., :, None] * jax.lax.rsqrt(col)[..., None, :]
 
 
 def scale_by_came(
@@ -150,37 +144,22 @@ def scale_by_came(
       g32 = g.astype(compute_dtype(g))
       squared = jnp.square(g32) + eps1
       if is_factored(g.shape):
-        # Each params-sized value read by two reductions or more (g^2 + eps1, u, (u - m)^2) is
-        # one expression per reader, each with its own copies of the scalars and factors it
-        # reads (`leaf_scalars`): shared, XLA writes each out as a temporary (on CPU also
-        # page-faulted every step). The instability reads the new m: the old mu has one reader.
-        own = lambda reader, *values: leaf_scalars(g32, *values, copy=reader)
-        one, eps1_col = own(1, jnp.ones((), g32.dtype), eps1)  # g * 1 is exact: g^2 once more
         v_row = b2 * v_row + (1.0 - b2) * jnp.mean(squared, axis=-1)
-        v_col = b2 * v_col + (1.0 - b2) * jnp.mean(jnp.square(g32 * one) + eps1_col, axis=-2)
-        row_factor, col_factor = _inverse_root_factors(v_row, v_col)
-        scaled = lambda row, col: g32 * row[..., :, None] * col[..., None, :]  # g / sqrt(V_t)
-        clip = 1.0
-        if g.size:
-          clip = jnp.maximum(1.0, _rms(scaled(*own(1, row_factor, col_factor)))
-                             / clipping_threshold)
-        m = b1 * store.read_leaf(mu, g, signed=True) + (1.0 - b1) * (
-            scaled(row_factor, col_factor) / clip)
-
-        def instability(reader):
-          row, col, own_clip, own_eps2 = own(reader, row_factor, col_factor, clip, eps2)
-          return jnp.square(scaled(row, col) / own_clip - m) + own_eps2
-
-        res_row = b3 * res_row + (1.0 - b3) * jnp.mean(instability(2), axis=-1)
-        res_col = b3 * res_col + (1.0 - b3) * jnp.mean(instability(3), axis=-2)
-        direction = m * _inverse_root_factored(res_row, res_col)
+        v_col = b2 * v_col + (1.0 - b2) * jnp.mean(squared, axis=-2)
+        u = g32 * _inverse_root_factored(v_row, v_col)
       else:
         v_full = b2 * store.read_leaf(v, g, signed=False) + (1.0 - b2) * squared
         u = g32 * jax.lax.rsqrt(v_full)
         v = store.write_leaf(v_full, g, v, signed=False)
-        if u.size:
-          u = u / jnp.maximum(1.0, _rms(u) / clipping_threshold)
-        m = b1 * store.read_leaf(mu, g, signed=True) + (1.0 - b1) * u
+      if u.size:
+        u = u / jnp.maximum(1.0, _rms(u) / clipping_threshold)
+      m = b1 * store.read_leaf(mu, g, signed=True) + (1.0 - b1) * u
+      if is_factored(g.shape):
+        instability = jnp.square(u - m) + eps2
+        res_row = b3 * res_row + (1.0 - b3) * jnp.mean(instability, axis=-1)
+        res_col = b3 * res_col + (1.0 - b3) * jnp.mean(instability, axis=-2)
+        direction = m * _inverse_root_factored(res_row, res_col)
+      else:
         direction = m
       return (direction.astype(g.dtype), store.write_leaf(m, g, mu, signed=True),
               *(new.astype(old.dtype) for new, old in zip(

@@ -56,20 +56,21 @@ def cautious_mask(updates: Any, grads: Any, direction: bool = False, signs: Any 
     dtype = compute_dtype(u)
     product = s.astype(dtype) * g.astype(dtype)
     keep = ((product > 0) if direction else (product < 0)).astype(dtype)
-    # nnz as the sum of min((x + |x|) big big, 1), x = +-product: 1 exactly where x > 0 (big^2
-    # >= 1 / the smallest subnormal), 0 elsewhere, NaN with a NaN. XLA's CPU reduction fuses
-    # arithmetic but not a comparison, whose mask it writes out and reads back (and its sign is
-    # not vectorised: 9x slower). The product is its own expression (g * 1 with the leaf's own
-    # 1, exact), and 1 and big the leaf's own, not constants broadcast once for several readers:
-    # shared, the product or the broadcast is written out.
+    if signs is None:
+      return (u.astype(dtype) * keep * (u.size / (jnp.sum(keep) + 1.0))).astype(u.dtype)
+    # With `signs`, nnz as the sum of min((x + |x|) big big, 1), x = +-product: 1 exactly where
+    # x > 0 (big^2 >= 1 / the smallest subnormal), 0 elsewhere. XLA's CPU reduction fuses
+    # arithmetic but not a comparison, whose mask it writes out. The product is its own
+    # expression (g * 1, exact), 1 and big the leaf's own (`leaf_scalars`): shared, the product
+    # or a broadcast constant is written out. (Without `signs`, the update is written out anyway
+    # and this count measured slower than the mask's: cautious_lion 3.7x AdamW's step, not 3.3x.)
     info = jnp.finfo(dtype)
     one, big = leaf_scalars(g, jnp.ones((), dtype),
                             jnp.asarray(2.0 ** ((info.nmant - info.minexp + 1) // 2), dtype))
     agreement = s.astype(dtype) * (g.astype(dtype) * one)
     agreement = agreement if direction else -agreement
-    scale = u.size / (jnp.sum(jnp.minimum((agreement + jnp.abs(agreement)) * big * big, one))
-                      + 1.0)
-    return (u.astype(dtype) * keep * scale).astype(u.dtype)
+    nnz = jnp.sum(jnp.minimum((agreement + jnp.abs(agreement)) * big * big, one))
+    return (u.astype(dtype) * keep * (u.size / (nnz + 1.0))).astype(u.dtype)
 
   return jax.tree.map(mask_leaf, updates, grads, updates if signs is None else signs)
 

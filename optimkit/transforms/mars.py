@@ -52,7 +52,6 @@ import optax
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
 from optimkit.transforms._util import bias_correction, ema, increment, map_like, written_after
-from optimkit.transforms.trust_ratio import leaf_scalars
 
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
 MARS_TYPES = ("adamw", "lion")
@@ -109,27 +108,18 @@ def scale_by_mars(
     gamma_t = gamma(state.count) if callable(gamma) else gamma
     weight = gamma_t * b1 / (1.0 - b1)
 
-    # c_t is read by its norm and by each moment: one expression per reader, with the leaf's
-    # own copies of the weight and of 1 (g * 1 is exact) (`leaf_scalars`); shared, XLA writes
-    # c_t (or g - g_{t-1}) out as a temporary.
-    def corrected(g, previous, copy=0):
+    def corrected(g, previous):
       g = g.astype(previous.dtype)
-      if not copy:
-        return g + weight * (g - previous)
-      own_weight, one = leaf_scalars(g, weight, jnp.ones((), g.dtype), copy=copy)
-      return g + own_weight * (g * one - previous)
+      c = g + weight * (g - previous)
+      return c / jnp.maximum(1.0, jnp.sqrt(jnp.sum(jnp.square(c))))
 
-    previous = store.read(state.previous_grad, updates, signed=True)
-    clips = jax.tree.map(
-        lambda g, p: jnp.maximum(1.0, jnp.sqrt(jnp.sum(jnp.square(corrected(g, p, 1))))),
-        updates, previous)
-    clipped = lambda copy=0: jax.tree.map(lambda g, p, n: corrected(g, p, copy) / n,
-                                          updates, previous, clips)
-    mu = ema(b1, clipped(), store.read(state.mu, updates, signed=True))
+    clipped = jax.tree.map(corrected, updates,
+                           store.read(state.previous_grad, updates, signed=True))
+    mu = ema(b1, clipped, store.read(state.mu, updates, signed=True))
     count = increment(state.count)
     nu = None
     if adaptive:
-      nu = ema(b2, jax.tree.map(jnp.square, clipped(2)),
+      nu = ema(b2, jax.tree.map(jnp.square, clipped),
                store.read(state.nu, updates, signed=False))
       correction1 = bias_correction(b1, count)
       correction2 = bias_correction(b2, count)

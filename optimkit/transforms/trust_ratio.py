@@ -103,18 +103,13 @@ def _ratio(owner: str, u: jax.Array, w: jax.Array, stack: int, min_norm: float,
   return jnp.where((w_norm == 0.0) | (u_norm == 0.0), 1.0, ratio)
 
 
-def leaf_scalars(leaf: jax.Array, *scalars: Any, copy: int = 1) -> tuple[jax.Array, ...]:
+def leaf_scalars(leaf: jax.Array, *scalars: Any) -> tuple[jax.Array, ...]:
   """`scalars`, unchanged, as values of their own for `leaf`: each depends on the leaf's first
   element through `written_after`'s never-true test. Without it XLA merges the broadcasts of a
   scalar to a shape several leaves share, and a broadcast read by several reductions is written
   out at full size. An optimization barrier does not keep them apart: the CPU pipeline removes
-  it before the broadcasts are merged. `copy` = 2, 3, ... gives further copies, distinct from
-  each other, for several readers within the leaf (the same copy twice is one value again).
-  The scalars may also be small arrays (a factored statistic)."""
-  values = tuple(map(jnp.asarray, scalars))
-  for _ in range(copy):
-    values = tuple(written_after(s, leaf) for s in values)
-  return values
+  it before the broadcasts are merged."""
+  return tuple(written_after(s, leaf) for s in map(jnp.asarray, scalars))
 
 
 def trust_ratio_chain(

@@ -90,10 +90,12 @@ TEMPORARIES = {
     "adadelta": (1, ("g + wd p (the L2 decay coupled into the gradient, a hyperparameter operand "
                  "that may be zero) reads two params-sized arrays and feeds three writes: XLA "
                  "writes it out rather than read both arrays three times")),
+    "came": (3, _REDUCTION),
     "cautious_lion": (1, "the cautious mask's normaliser is a reduction over the mask"),
     "dadapt_adamw": (1, _REDUCTION),
     "galore_adamw": (3, "the projection and back-projection are matrix products"),
     "kron": (3, "preconditioning is matrix products"),
+    "mars": (1, "the corrected gradient's norm clips it before the moments read it"),
     "muon": (11, "Newton-Schulz iterations are matrix products"),
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
