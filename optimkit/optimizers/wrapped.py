@@ -28,7 +28,7 @@ from optimkit.optimizers._declare import (
   storage_of,
   structural,
 )
-from optimkit.state.storage import StorageLike
+from optimkit.state.storage import StorageLike, resolve
 from optimkit.transforms._util import uses_previous_ema
 from optimkit.transforms.cautious import cautious
 from optimkit.transforms.galore import galore
@@ -85,11 +85,19 @@ def cautious_adamw(
   Equals the paper's Algorithm 2 (tests/optimizers/test_wrapped.py, a NumPy transcription);
   `optimkit.cautious(optimkit.adamw(...))` instead masks the decay too.
   """
+  mu_storage = mu_storage_of("cautious_adamw", mu_dtype)
+  # Without nesterov the direction has the sign of m_t (its denominator is positive): the mask
+  # reads m_t, and the direction, a division, is computed only in the masked update instead of
+  # being written out for the count too (b1 = 0 keeps no m_t: it is g_t). Not when m_t is
+  # stored rounded (the direction reads it unrounded), nor with nesterov (not m_t's sign).
+  exact_mu = resolve(state_storage if mu_storage is None else mu_storage).name == "float32"
+  signs = None
+  if exact_mu and not nesterov:
+    signs = lambda grads, state: grads if state.mu is None else state.mu
   return optax.chain(
       cautious(scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov,
-                             state_storage=state_storage,
-                             mu_storage=mu_storage_of("cautious_adamw", mu_dtype)),
-               direction=True),
+                             state_storage=state_storage, mu_storage=mu_storage),
+               direction=True, signs=signs),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate))
 

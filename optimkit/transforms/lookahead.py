@@ -56,10 +56,14 @@ def lookahead(inner: optax.GradientTransformation, sync_period: int = 6,
     fast_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
     count = increment(state.count)
     sync = count % sync_period == 0
-    fast = jax.tree.map(lambda p, u: p + u, params, fast_updates)
-    slow = map_like(lambda s, f: jnp.where(sync, s + alpha * (f - s), s), state.slow, fast)
-    # On a sync step the params jump to the new slow weights; otherwise they take the fast step.
-    new_updates = map_like(lambda u, p, s: jnp.where(sync, s - p, u), fast_updates, params, slow)
+    # On a sync step the params jump to slow + alpha (fast - slow); otherwise they take the fast
+    # step. The new slow weights are then the new params (p + update, as optax.apply_updates
+    # computes them: one value, a buffer the step returns), read back instead of the fast update:
+    # an update that divides is not computed twice, so with two readers XLA wrote it out.
+    new_updates = map_like(
+        lambda u, p, s: jnp.where(sync, s + alpha * ((p + u) - s) - p, u),
+        fast_updates, params, state.slow)
+    slow = map_like(lambda s, p, u: jnp.where(sync, p + u, s), state.slow, params, new_updates)
     return new_updates, LookaheadState(inner_state=inner_state, slow=slow, count=count)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

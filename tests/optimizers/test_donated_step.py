@@ -91,14 +91,12 @@ TEMPORARIES = {
                  "that may be zero) reads two params-sized arrays and feeds three writes: XLA "
                  "writes it out rather than read both arrays three times")),
     "came": (3, _REDUCTION),
-    "cautious_adamw": (2, "the cautious mask's normaliser is a reduction over the mask"),
     "cautious_lion": (1, "the cautious mask's normaliser is a reduction over the mask"),
     "dadapt_adamw": (1, _REDUCTION),
     "galore_adamw": (3, "the projection and back-projection are matrix products"),
     "kron": (3, "preconditioning is matrix products"),
     "mars": (1, "the corrected gradient's norm clips it before the moments read it"),
     "muon": (11, "Newton-Schulz iterations are matrix products"),
-    "ranger": (2, "Lookahead's slow weights read the fast update"),
     "shampoo": (4, "the blocked gradient and its preconditioned blocks (matrix products)"),
     "sm3": (1, _REDUCTION),
     "soap": (7, "the rotations into and out of the eigenbasis are matrix products, and the new "
