@@ -54,9 +54,11 @@ def test_every_optimizer_on_data_model_and_explicit_meshes():
     for mesh in ("data", "model"):
       assert any(line.startswith(f"OK {name} on {mesh}:") for line in lines), (name, mesh)
   for line in lines[:-1]:
-    if " on data:" in line:  # ZeRO-1 over 8 devices: at most 1/8 of the state plus scalars
+    if " on data:" in line:
+      # ZeRO-1 over 8 devices: at most 1/8 of the state, plus the scalars and the arrays no dim
+      # of which 8 divides (blocked SOAP's 4 x 4 bases of the (4, 16, 64) leaf: 296 B in all)
       plain, zero = (int(part.split(" B")[0].split()[-1]) for part in line.split(",")[-2:])
-      assert zero <= plain / 8 + 256, line
+      assert zero <= plain / 8 + 512, line
   assert lines[-1] == "OK quantized blocks aligned to shards"
 
 
