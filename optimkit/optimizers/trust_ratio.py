@@ -7,11 +7,10 @@ import optax
 
 from optimkit.optimizers._declare import Mask, ScalarOrSchedule, optimizer, structural
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, option_tree
+from optimkit.transforms._util import bias_correction, leaf_scalars, option_tree
 from optimkit.transforms.moments import adam_ratio, scale_by_adam, scale_by_momentum
 from optimkit.transforms.trust_ratio import (
   StackDims,
-  leaf_scalars,
   scale_by_lars,
   trust_ratio_chain,
 )

@@ -113,6 +113,15 @@ def _written_after_leaf_fn(x: jax.Array, *after: Any) -> jax.Array:
 _written_after_leaf = leafwise(_written_after_leaf_fn)
 
 
+def leaf_scalars(leaf: jax.Array, *scalars: Any) -> tuple[jax.Array, ...]:
+  """`scalars`, unchanged, as values of their own for `leaf`: each depends on the leaf's first
+  element through `written_after`'s never-true test. Without it XLA merges the broadcasts of a
+  scalar to a shape several leaves share, and a broadcast read by several reductions is written
+  out at full size. An optimization barrier does not keep them apart: the CPU pipeline removes
+  it before the broadcasts are merged."""
+  return tuple(written_after(s, leaf) for s in map(jnp.asarray, scalars))
+
+
 def unzip_leaf(reference: Any, tuples: Any, index: int) -> Any:
   """From a tree of per-leaf tuples (shaped like `reference` above the tuples), take element i.
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from optimkit.state.storage import compute_dtype
-from optimkit.transforms.trust_ratio import leaf_scalars
+from optimkit.transforms._util import leaf_scalars
 
 
 def cautious_mask(updates: Any, grads: Any, direction: bool = False, signs: Any = None) -> Any:

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from optimkit import _checks
-from optimkit.transforms._util import option_tree, written_after
+from optimkit.transforms._util import option_tree
 
 StackDims = Union[int, Any, Callable[[Any], Any]]
 
@@ -101,15 +101,6 @@ def _ratio(owner: str, u: jax.Array, w: jax.Array, stack: int, min_norm: float,
   u_norm = _norm(u, stack, min_norm)
   ratio = trust_coefficient * w_norm / (u_norm + eps)
   return jnp.where((w_norm == 0.0) | (u_norm == 0.0), 1.0, ratio)
-
-
-def leaf_scalars(leaf: jax.Array, *scalars: Any) -> tuple[jax.Array, ...]:
-  """`scalars`, unchanged, as values of their own for `leaf`: each depends on the leaf's first
-  element through `written_after`'s never-true test. Without it XLA merges the broadcasts of a
-  scalar to a shape several leaves share, and a broadcast read by several reductions is written
-  out at full size. An optimization barrier does not keep them apart: the CPU pipeline removes
-  it before the broadcasts are merged."""
-  return tuple(written_after(s, leaf) for s in map(jnp.asarray, scalars))
 
 
 def trust_ratio_chain(

@@ -21,9 +21,8 @@ import optax
 
 from optimkit import _checks
 from optimkit.state.storage import StorageLike, resolve
-from optimkit.transforms._util import bias_correction, map_like, option_tree
+from optimkit.transforms._util import bias_correction, leaf_scalars, map_like, option_tree
 from optimkit.transforms.moments import init_adam_state, next_adam_moments, store_adam_state
-from optimkit.transforms.trust_ratio import leaf_scalars
 
 
 def scale_by_stable_adam(
