@@ -513,8 +513,10 @@ def scale_by_kron(
           damped_inputs[k] = out[-1]
       new = [[f.astype(old.dtype) for f, old in zip(leaf_new, leaf_old)]
              for leaf_new, leaf_old in zip(new, factors)]
+      # The cached products of the leaves fitted here (the spread ones came out of the fit);
+      # without the cache every leaf has none, and none are computed.
       new_grams = [[p.astype(old.dtype) for p, old in zip(
-          _grams(lay, leaf_new) if fresh is None else fresh, old_grams)]
+          _grams(lay, leaf_new) if fresh is None else fresh, old_grams)] if old_grams else []
           for lay, leaf_new, fresh, old_grams in zip(layouts, new, new_grams, grams)]
       written = ((kr.write_factors(factor_store, new, stored[0], accumulated=True),
                   kr.write_factors(factor_store, new_grams, stored[1], accumulated=False))
