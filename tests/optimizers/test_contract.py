@@ -104,16 +104,20 @@ def _composite(name, fmt, **options):
   return optax.chain(optax.clip_by_global_norm(10.0), optax.partition(groups, labels))
 
 
-def _step(name):
+def _donated_steps(name, tx, params, state, steps):
+  """`steps` steps of `tx` on the harness's problem, jitted with params and state donated (as a
+  training loop runs them); the final params and state."""
   goal = h.target()
 
   def step(params, state, t):
     g = h.grads(params, goal)
-    updates, state = tx_holder[0].update(g, state, params, **h.extra_args(name, params, goal, t))
+    updates, state = tx.update(g, state, params, **h.extra_args(name, params, goal, t))
     return optax.apply_updates(params, updates), state
 
-  tx_holder = [None]
-  return step, tx_holder
+  donated = jax.jit(step, donate_argnums=(0, 1))
+  for t in range(steps):
+    params, state = donated(params, state, jnp.asarray(t))
+  return params, state
 
 
 @pytest.mark.parametrize("name,fmt", WITH_STORAGE + [(n, None) for n in NAMES
@@ -122,12 +126,8 @@ def test_donated_step_inside_every_optax_wrapper(name, fmt):
   tx = _composite(name, fmt)
   params = h.params()
   state = tx.init(params)  # eager: the case that used to alias buffers
-  step, holder = _step(name)
-  holder[0] = tx
-  donated = jax.jit(step, donate_argnums=(0, 1))
   start = jax.tree.map(np.asarray, params)
-  for t in range(3):
-    params, state = donated(params, state, jnp.asarray(t))
+  params, state = _donated_steps(name, tx, params, state, 3)
   moved = {k: float(np.max(np.abs(np.asarray(params[k]) - start[k]))) for k in start}
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((params, state)))
   # (the scalar is masked out inside group "b": optax.masked passes its raw gradient through)

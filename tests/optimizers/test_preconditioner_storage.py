@@ -19,7 +19,7 @@ from optimkit import cli, memory, sharding
 from optimkit.state import matrices
 from optimkit.state.matrices import QuantizedMatrices
 from tests import registry_harness as h
-from tests.optimizers.test_contract import _buffers, _composite, _step
+from tests.optimizers.test_contract import _buffers, _composite, _donated_steps
 
 NAMES = ("shampoo", "soap", "kron")
 REDUCED = ("bfloat16", "8bit")
@@ -159,12 +159,8 @@ def test_trains_under_a_donated_jit_with_the_state_as_claimed(name, fmt):
       assert any(isinstance(leaf, QuantizedMatrices) for leaf in stacks), field
   assert memory.state_bytes(tx, params) < memory.state_bytes(reference, params)
 
-  step, holder = _step(name)
-  holder[0] = tx
-  donated = jax.jit(step, donate_argnums=(0, 1))
   start = float(h.loss(params, goal))
-  for t in range(12):
-    params, state = donated(params, state, jnp.asarray(t))
+  params, state = _donated_steps(name, tx, params, state, 12)
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((params, state)))
   assert float(h.loss(params, goal)) < 0.9 * start
   # The state keeps its structure and dtypes through the steps (no silent promotion).
@@ -180,12 +176,8 @@ def test_inside_every_optax_wrapper():
   tx = _composite(name, "8bit", preconditioner_storage="8bit")
   params = h.params()
   state = tx.init(params)
-  step, holder = _step(name)
-  holder[0] = tx
-  donated = jax.jit(step, donate_argnums=(0, 1))
   start = jax.tree.map(np.asarray, params)
-  for t in range(3):
-    params, state = donated(params, state, jnp.asarray(t))
+  params, state = _donated_steps(name, tx, params, state, 3)
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves((params, state)))
   assert all(np.max(np.abs(np.asarray(params[k]) - start[k])) > 0
              for k in ("matrix", "vector", "stack"))
